@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine:
+#   make book   executes every notebook (profile picked from the hardware) and renders _build/html
+#   make test   unit tests plus nbval over every notebook, in the small `ci` profile
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VENDOR := _static/vendor
+NPM_DIR := .cache/npm
+NOTEBOOKS := $(shell git ls-files 'book/*.ipynb' 'notebooks/*.ipynb' 2>/dev/null)
+
+.PHONY: env book test assets clean constraints
+
+env: $(STAMP)
+
+# The exact versions tested on this machine are in constraints.txt; pyproject.toml keeps loose ranges.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test]"
+	touch $@
+
+# MathJax and mermaid come from the npm registry and are served from the book's own files:
+# no CDN is reachable offline, in CI, or for a reader without internet.
+assets: $(VENDOR)/.done
+$(VENDOR)/.done: Makefile
+	mkdir -p $(NPM_DIR) $(VENDOR)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) mathjax@3.2.2 mermaid@11.4.1
+	rm -rf $(VENDOR)/mathjax && cp -r $(NPM_DIR)/node_modules/mathjax/es5 $(VENDOR)/mathjax
+	cp $(NPM_DIR)/node_modules/mermaid/dist/mermaid.min.js $(VENDOR)/mermaid.min.js
+	touch $@
+
+book: env assets
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+test: env
+	LLMREC_PROFILE=ci $(BIN)/python -m pytest -n 2 --dist loadfile tests $(if $(NOTEBOOKS),--nbval-lax $(NOTEBOOKS))
+
+# Refresh the pins after a deliberate upgrade: make constraints
+constraints: env
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf _build $(VENDOR)
