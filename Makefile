@@ -6,9 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-VENDOR := _static/vendor
+# Served as the book's _static/vendor/ through html_extra_path (see _config.yml). Not under the
+# root _static/: jupyter-book adds every .js file found there as a <script> to every page.
+VENDOR := .cache/book-assets/_static/vendor
 NPM_DIR := .cache/npm
-NOTEBOOKS := $(shell git ls-files 'book/*.ipynb' 'notebooks/*.ipynb' 2>/dev/null)
+NOTEBOOKS := $(wildcard book/*.ipynb notebooks/*.ipynb)
 
 .PHONY: env book test assets clean constraints
 
@@ -25,14 +27,19 @@ $(STAMP): pyproject.toml constraints.txt
 # no CDN is reachable offline, in CI, or for a reader without internet.
 assets: $(VENDOR)/.done
 $(VENDOR)/.done: Makefile
-	mkdir -p $(NPM_DIR) $(VENDOR)
-	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) mathjax@3.2.2 mermaid@11.4.1
-	rm -rf $(VENDOR)/mathjax && cp -r $(NPM_DIR)/node_modules/mathjax/es5 $(VENDOR)/mathjax
-	cp $(NPM_DIR)/node_modules/mermaid/dist/mermaid.min.js $(VENDOR)/mermaid.min.js
+	mkdir -p $(NPM_DIR)
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) mathjax@3.2.2 mermaid@11.12.1
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/mermaid/chunks
+	cp -r $(NPM_DIR)/node_modules/mathjax/es5 $(VENDOR)/mathjax
+	cp $(NPM_DIR)/node_modules/mermaid/dist/mermaid.esm.min.mjs $(VENDOR)/mermaid/
+	cp -r $(NPM_DIR)/node_modules/mermaid/dist/chunks/mermaid.esm.min $(VENDOR)/mermaid/chunks/
+	find $(VENDOR) -name '*.map' -delete
 	touch $@
 
+# --all: a fresh Sphinx environment every time, so that a warning in an unchanged page still fails
+# the build, and a changed _toc.yml cannot trip over a stale one. Executed notebooks stay cached.
 book: env assets
-	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(BIN)/jupyter-book build . --all --warningiserror --keep-going
 
 test: env
 	LLMREC_PROFILE=ci $(BIN)/python -m pytest -n 2 --dist loadfile tests $(if $(NOTEBOOKS),--nbval-lax $(NOTEBOOKS))

@@ -31,13 +31,17 @@ SATISFACTION_RATE = 0.2  # weight of the newest experience in the satisfaction a
 ADAPTATION_RATE = 0.05  # how fast expectations follow experience
 RETURN_SLOPE = 3.0  # how strongly satisfaction moves the logit of returning
 DEPTH_SLOPE = 2.0  # how strongly liking an item moves the logit of browsing on
-DEPTH_BIAS = -1.0  # logit of browsing on after an item that met expectations
+DEPTH_BIAS = 0.0  # logit of browsing on after an item that met expectations
 CHURN_PATIENCE = 3  # consecutive disappointing visits before a user leaves for good
 DAY_SECONDS = 86_400
 EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z, day 0 of every world
 
-Policy = Callable[[np.ndarray, int], np.ndarray]
-"""A policy maps the returning users of a day (ids) and the day to a slate per user, (n, k)."""
+Policy = Callable[[np.ndarray, int, "UserState"], np.ndarray]
+"""A policy maps the day's returning users (ids), the day and the users' state to slates (n, k).
+
+Only an oracle may read the state's hidden parts; every other policy reads ``state.consumed``
+alone, which mirrors what a real system knows from its own logs.
+"""
 
 
 @dataclass
@@ -207,7 +211,7 @@ def rollout(truth: Truth, policy: Policy, days: range, rng: np.random.Generator,
     logs, daily = [], []
     for day in days:
         visitors = np.flatnonzero(rng.random(truth.n_users) < return_probability(truth, state))
-        rec = _consume(truth, state, visitors, np.asarray(policy(visitors, day)), day, rng)
+        rec = _consume(truth, state, visitors, np.asarray(policy(visitors, day, state)), day, rng)
         rec["day"] = np.full(len(rec["user"]), day)
         logs.append(rec)
         daily.append({"day": day, "active": int((~state.churned).sum()),

@@ -37,7 +37,7 @@ class Schema:
 
 SHOP = Schema(
     name="shop",
-    categories=("washing machine", "refrigerator", "phone", "laptop", "headphones",
+    categories=("washing machine", "refrigerator", "phone", "laptop", "headset",
                 "vacuum cleaner", "coffee maker", "television"),
     brands=("Nordvik", "Aurelia", "Kestrel", "Halcyon", "Brisa", "Tamarind", "Orrin", "Velo",
             "Quillon", "Sorrel", "Zephra", "Lumo", "Castor", "Pennant", "Ibex", "Marlow"),
@@ -48,7 +48,7 @@ SHOP = Schema(
             "arctic white"),
     tiers=("budget", "mid-range", "premium"),
     quality_words=("flimsy", "basic", "dependable", "excellent", "outstanding"),
-    complements=(("phone", "headphones"), ("laptop", "headphones"), ("television", "headphones"),
+    complements=(("phone", "headset"), ("laptop", "headset"), ("television", "headset"),
                  ("washing machine", "vacuum cleaner"), ("refrigerator", "coffee maker")),
     maker_per_brand=True,
     brand_label="brand", maker_label="maker", style_label="finish", tier_label="price",

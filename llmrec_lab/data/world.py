@@ -187,7 +187,7 @@ def generate(config: WorldConfig) -> World:
 
 def random_browsing(n_items: int, k: int, rng: np.random.Generator) -> dynamics.Policy:
     """The logging system of a world's history: each visitor browses ``k`` random items."""
-    return lambda users, day: rng.integers(0, n_items, size=(len(users), k))
+    return lambda users, day, state: rng.integers(0, n_items, size=(len(users), k))
 
 
 def sample_truth(c: WorldConfig, s: Schema, rng: np.random.Generator) -> Truth:
@@ -217,7 +217,7 @@ def sample_truth(c: WorldConfig, s: Schema, rng: np.random.Generator) -> Truth:
         recovery_rate=rng.uniform(0.1, 0.3, n_u),
         novelty_appetite=lognormal(0.25 * c.novelty, n_u),
         churn_threshold=rng.normal(-0.6, 0.15, n_u),
-        return_logit=rng.normal(np.log(0.35 / 0.65), 0.5, n_u),
+        return_logit=rng.normal(0.0, 0.5, n_u),
     )
 
 
@@ -236,21 +236,26 @@ def item_table(truth: Truth, s: Schema, rng: np.random.Generator) -> pd.DataFram
     ids = np.arange(truth.n_items)
     if s.name == "shop":
         titles = [f"{b} {c[:2].upper()}-{100 + i}" for i, b, c in zip(ids, brand, cat)]
-        templates = ("{t}: a {tier} {c} by {b}. Buyers describe it as {w}.",
+        templates = ("{t}: {a_tier} {tier} {c} by {b}. Buyers describe it as {w}.",
                      "The {b} {c} ({tier}). Reviews call it {w}.",
-                     "{t} is a {w} {c} from {b}, sold at a {tier} price.")
+                     "{t} is {a_w} {w} {c} from {b}, sold at {a_tier} {tier} price.")
     else:
         adjectives = ("Silent", "Last", "Hidden", "Burning", "Glass", "Northern", "Paper", "Iron")
         nouns = ("Harbor", "Summer", "Signal", "Garden", "Frontier", "Mirror", "Orchard", "Tide")
         titles = [f"The {adjectives[rng.integers(8)]} {nouns[rng.integers(8)]}" for _ in ids]
-        templates = ("{t}: a {tier} {c} from {b}. Critics found it {w}.",
-                     "{t} ({b}) is a {w} {c} of {tier} running time.",
-                     "A {w} {tier} {c} released by {b}: {t}.")
+        templates = ("{t}: {a_tier} {tier} {c} from {b}. Critics found it {w}.",
+                     "{t} ({b}) is {a_w} {w} {c} of {tier} running time.",
+                     "{A_w} {w} {tier} {c} released by {b}: {t}.")
     choice = rng.integers(0, len(templates), truth.n_items)
-    text = [templates[k].format(t=t, c=c, b=b, tier=r, w=w)
+    text = [templates[k].format(t=t, c=c, b=b, tier=r, w=w, a_tier=_article(r), a_w=_article(w),
+                                A_w=_article(w).capitalize())
             for k, t, c, b, r, w in zip(choice, titles, cat, brand, tier, word)]
     return pd.DataFrame({"item_id": ids, "title": titles, "text": text, "category": cat,
                          "brand": brand, "tier": tier})
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def knowledge_graph(truth: Truth, s: Schema, rng: np.random.Generator) -> pd.DataFrame:

@@ -1,0 +1,125 @@
+"""Baselines on a small synthetic world drawn from a known biases + rank-3 model with noise."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmrec_lab.metrics import rmse
+from llmrec_lab.models.baselines import (Biases, GlobalMean, MatrixFactorization, make_model,
+                                         score_all)
+
+MF_KW = dict(n_factors=8, epochs=20, lr=0.02, batch_size=256)  # small and quick
+
+
+def synthetic(seed: int = 0, n_users: int = 150, n_items: int = 80, rank: int = 3,
+              density: float = 0.4, noise: float = 0.3) -> pd.DataFrame:
+    """Ratings ``3.2 + b_u + b_i + p_u . q_i + noise`` clipped to 1..5, with MovieLens-like ids."""
+    rng = np.random.default_rng(seed)
+    user_ids, item_ids = 1000 + np.arange(n_users), 1 + np.arange(n_items)
+    bu, bi = rng.normal(0, 0.4, n_users), rng.normal(0, 0.4, n_items)
+    P, Q = rng.normal(0, 0.8, (n_users, rank)), rng.normal(0, 0.8, (n_items, rank))
+    u, i = np.nonzero(rng.random((n_users, n_items)) < density)
+    y = 3.2 + bu[u] + bi[i] + (P[u] * Q[i]).sum(1) + rng.normal(0, noise, len(u))
+    return pd.DataFrame({"user_id": user_ids[u], "item_id": item_ids[i],
+                         "rating": np.clip(y, 1, 5), "timestamp": np.arange(len(u))})
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[pd.DataFrame, pd.DataFrame]:
+    ratings = synthetic()
+    test = ratings.sample(frac=0.2, random_state=0)
+    return ratings.drop(test.index), test
+
+
+@pytest.fixture(scope="module")
+def fitted(split) -> dict:
+    train, _ = split
+    return {"global-mean": GlobalMean().fit(train), "biases": Biases().fit(train),
+            "mf": MatrixFactorization(**MF_KW).fit(train)}
+
+
+def rmse_on(model, frame: pd.DataFrame) -> float:
+    return rmse(frame["rating"], model.predict(frame["user_id"], frame["item_id"]))
+
+
+def test_global_mean_predicts_the_mean(split, fitted):
+    train, test = split
+    pred = fitted["global-mean"].predict(test["user_id"], test["item_id"])
+    np.testing.assert_allclose(pred, train["rating"].mean())
+
+
+def test_each_model_beats_the_one_before(split, fitted):
+    _, test = split
+    errors = [rmse_on(fitted[name], test) for name in ("global-mean", "biases", "mf")]
+    assert errors[0] > errors[1] > errors[2], errors
+
+
+def test_mf_is_deterministic_for_a_seed(split, fitted):
+    train, test = split
+    again = MatrixFactorization(**MF_KW).fit(train)
+    other_seed = MatrixFactorization(**MF_KW, seed=1).fit(train)
+    ids = test["user_id"], test["item_id"]
+    np.testing.assert_array_equal(again.predict(*ids), fitted["mf"].predict(*ids))
+    assert not np.array_equal(other_seed.predict(*ids), fitted["mf"].predict(*ids))
+
+
+def test_early_stopping_keeps_the_best_epoch(split):
+    train, test = split
+    model = MatrixFactorization(**{**MF_KW, "epochs": 40, "reg": 0.0}, patience=2)
+    model.fit(train, valid=test)  # no regularisation: it overfits, so it must stop early
+    best = min(h["valid_rmse"] for h in model.history_)
+    assert len(model.history_) < 40
+    assert rmse_on(model, test) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("name", ["biases", "mf"])
+def test_unknown_ids_fall_back_to_known_biases(fitted, name):
+    model = fitted[name]
+    item, user = model.items_[0], model.users_[0]
+    mu, b_item, b_user = model.mu_, model.bi_[0], model.bu_[0]
+    scores = model.score(np.array([-1, -2, user, -1]), np.array([item, item, -5, -5]))
+    np.testing.assert_allclose(scores, [mu + b_item, mu + b_item, mu + b_user, mu])
+
+
+def test_predictions_are_clipped_to_the_training_scale():
+    # user 0 and item 0 both rate/are rated high, so the unseen pair extrapolates past 5
+    ratings = pd.DataFrame({"user_id": [0, 1, 1, 2], "item_id": [1, 0, 1, 2],
+                            "rating": [5.0, 5.0, 4.0, 1.0], "timestamp": [0, 1, 2, 3]})
+    model = Biases(reg_u=0.0, reg_i=0.0).fit(ratings)
+    assert model.score(np.array([0]), np.array([0]))[0] > 5
+    assert model.predict(np.array([0]), np.array([0]))[0] == 5.0
+
+
+@pytest.mark.parametrize("name", ["global-mean", "biases", "mf"])
+def test_predictions_stay_in_range_and_broadcast(fitted, name):
+    model = fitted[name]
+    grid = model.predict(model.users_.to_numpy()[:, None], model.items_.to_numpy()[None, :])
+    assert grid.shape == (len(model.users_), len(model.items_))
+    assert grid.min() >= model.scale_[0] and grid.max() <= model.scale_[1]
+
+
+def test_score_all_matches_pairwise_scores(fitted):
+    model = fitted["mf"]
+    users, items = np.array([1000, 1003, 7, 1010]), np.array([5, 1, 999])
+    matrix = score_all(model, users, items, chunk=3)  # chunks of 3 and 1 users
+    pairwise = model.score(np.repeat(users, len(items)), np.tile(items, len(users)))
+    np.testing.assert_allclose(matrix, pairwise.reshape(len(users), len(items)))
+
+
+def test_make_model_builds_by_name_and_lists_valid_names():
+    model = make_model("mf", seed=7, epochs=3)
+    assert isinstance(model, MatrixFactorization) and (model.seed, model.epochs) == (7, 3)
+    assert isinstance(make_model("biases", seed=7), Biases)  # deterministic: seed not needed
+    with pytest.raises(ValueError, match="global-mean, biases, mf"):
+        make_model("svd")
+
+
+def test_clear_errors_for_misuse(split):
+    train, _ = split
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Biases().predict(np.array([1]), np.array([1]))
+    with pytest.raises(ValueError, match="lacks columns"):
+        Biases().fit(train.drop(columns="rating"))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        GlobalMean().fit(train).predict(np.array([1, 2, 3]), np.array([1, 2]))
+    with pytest.raises(ValueError, match="optimizer"):
+        MatrixFactorization(optimizer="lbfgs")
