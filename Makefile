@@ -1,5 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   executes every notebook (profile picked from the hardware) and renders _build/html
+#   make book-student   the same book without solutions (_build/student/html), and solution-free
+#               copies of the notebooks (_build/student/notebooks/)
 #   make test   unit tests plus nbval over every notebook, in the small `ci` profile
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +14,7 @@ VENDOR := .cache/book-assets/_static/vendor
 NPM_DIR := .cache/npm
 NOTEBOOKS := $(wildcard book/*.ipynb notebooks/*.ipynb)
 
-.PHONY: env book test assets clean constraints
+.PHONY: env book book-student test assets clean constraints
 
 env: $(STAMP)
 
@@ -40,6 +42,18 @@ $(VENDOR)/.done: Makefile
 # the build, and a changed _toc.yml cannot trip over a stale one. Executed notebooks stay cached.
 book: env assets
 	$(BIN)/jupyter-book build . --all --warningiserror --keep-going
+
+# The student edition: sphinx-exercise's hide_solutions, and the notebooks and the pages' download
+# copies (html/_sources) without their {solution} blocks. Executed notebooks come from
+# `make book`'s cache when it has them.
+STUDENT := _build/student
+book-student: env assets
+	rm -rf $(STUDENT)
+	$(BIN)/python -m llmrec_lab.editions student-config _config.yml $(STUDENT)/_config.yml
+	$(BIN)/jupyter-book build . --all --warningiserror --keep-going --config $(STUDENT)/_config.yml --path-output $(STUDENT)
+	mv $(STUDENT)/_build/html $(STUDENT)/html && rm -rf $(STUDENT)/_build
+	$(BIN)/python -m llmrec_lab.editions strip-sources $(STUDENT)/html
+	$(BIN)/python -m llmrec_lab.editions strip --out $(STUDENT) $(NOTEBOOKS)
 
 test: env
 	LLMREC_PROFILE=ci $(BIN)/python -m pytest -n 2 --dist loadfile tests $(if $(NOTEBOOKS),--nbval-lax $(NOTEBOOKS))

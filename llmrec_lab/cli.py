@@ -118,6 +118,30 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
             "folds": folds, "mean": mean}
 
 
+def cmd_lus(args: argparse.Namespace) -> dict:
+    """Simulate a policy on a world past its logged history and report the LUS metrics."""
+    from llmrec_lab.data.world import make_world
+    from llmrec_lab.lus.experiment import make_policy, mf_scores
+    from llmrec_lab.lus.metrics import report
+    from llmrec_lab.lus.simulator import simulate
+
+    if args.days < 1:
+        raise ValueError(f"--days must be at least 1, got {args.days}")
+    profile = get_profile(args.profile)
+    start = time.perf_counter()
+    world = make_world(args.world, profile, seed=args.seed)
+    scores = None if args.policy in ("random", "oracle") else mf_scores(world, profile.mf_epochs)
+    run = simulate(world, make_policy(args.policy, world, scores, seed=args.seed), args.days,
+                   seed=args.seed)
+    result = {"world": args.world, "profile": profile.name, "policy": args.policy,
+              "days": args.days, "seed": args.seed, "metrics": report(run, world, scores),
+              "seconds": round(time.perf_counter() - start, 2)}
+    if not args.json:
+        for name, value in result["metrics"].items():
+            print(f"{name:24s} {value:.4f}")
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="llmrec-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -145,7 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(run=cmd_evaluate)
 
-    for p in (info, world, ev):
+    lus = sub.add_parser("lus", help="simulate a policy and report long-term satisfaction")
+    lus.add_argument("--world", choices=["shop", "screen"], default="shop")
+    lus.add_argument("--policy", choices=["random", "greedy", "mmr", "calibrated", "lus",
+                                          "learned", "oracle"], default="greedy")
+    lus.add_argument("--days", type=int, default=60)
+    lus.add_argument("--profile", choices=list(PROFILES), default=None)
+    lus.add_argument("--seed", type=int, default=0)
+    lus.set_defaults(run=cmd_lus)
+
+    for p in (info, world, ev, lus):
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
 

