@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 
+STUDENT_BRANCH = "student"  # holds the solution-free notebooks that students' Colab buttons open
 # An opening fence of a MyST directive: backticks (```{solution}) or, with colon_fence, colons.
 _OPEN = re.compile(r"^ {0,3}(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}")
 
@@ -103,6 +104,9 @@ def student_config(config: dict, cache: str | Path) -> dict:
     student = copy.deepcopy(config)
     student.setdefault("execute", {})["cache"] = str(Path(cache).resolve())
     student.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    # Launch buttons open the notebooks of the `student` branch, which the publishing workflow
+    # fills with the solution-free copies: Colab never opens a notebook with its solutions.
+    student.setdefault("repository", {})["branch"] = STUDENT_BRANCH
     return student
 
 

@@ -82,6 +82,7 @@ def test_student_config_hides_solutions_and_shares_the_cache(tmp_path):
     student = student_config(config, tmp_path / "cache")
     assert student["sphinx"]["config"] == {"a": 1, "hide_solutions": True}
     assert student["execute"]["cache"] == str((tmp_path / "cache").resolve())
+    assert student["repository"]["branch"] == "student"
     assert "hide_solutions" not in config["sphinx"]["config"], "the input is left unchanged"
 
     (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
@@ -112,3 +113,12 @@ def test_student_html_offers_no_solution_for_download(book_html, student_html):
     assert teacher.keys() == student.keys()
     assert any("{solution}" in text for text in teacher.values())
     assert not [path for path, text in student.items() if "{solution}" in text]
+
+
+def test_student_colab_buttons_open_the_student_branch(book_html, student_html):
+    for page in toc_pages():
+        teacher = (book_html / f"{page}.html").read_text(encoding="utf-8")
+        student = (student_html / f"{page}.html").read_text(encoding="utf-8")
+        colab = re.findall(r'https://colab\.research\.google\.com/github/[^"]+', student)
+        assert len(colab) == teacher.count("https://colab.research.google.com/github/"), page
+        assert all("/blob/student/" in url for url in colab), page
