@@ -54,11 +54,11 @@ def cmd_info(args: argparse.Namespace) -> dict:
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, float]:
-    out = {}
+    out: dict[str, float] = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        try:
-            out[key] = float(value)
+        try:  # an integer stays one: sizes such as n_users must not become floats
+            out[key] = int(value) if value.lstrip("-").isdigit() else float(value)
         except ValueError:
             raise ValueError(f"--set {pair!r}: expected KEY=NUMBER") from None
     return out
@@ -103,12 +103,18 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     from llmrec_lab.models.baselines import make_model
 
     folds = []
+    plm_method = args.model.removeprefix("plm-") if args.model.startswith("plm-") else None
+    if plm_method is not None:
+        items = _plm_items(args, plm_method)
     for k, (train, test) in enumerate(_folds(args), start=1):
-        model = make_model(args.model, seed=args.seed).fit(train)
-        pred = model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())
-        truth = test["rating"].to_numpy()
-        folds.append({"fold": k, "rmse": rmse(truth, pred), "mae": mae(truth, pred),
-                      "n_train": len(train), "n_test": len(test)})
+        if plm_method is not None:
+            folds.append({"fold": k, **_plm_fold(args, plm_method, train, test, items)})
+        else:
+            model = make_model(args.model, seed=args.seed).fit(train)
+            pred = model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())
+            truth = test["rating"].to_numpy()
+            folds.append({"fold": k, "rmse": rmse(truth, pred), "mae": mae(truth, pred),
+                          "n_train": len(train), "n_test": len(test)})
         if not args.json:
             print(f"fold {k}: RMSE {folds[-1]['rmse']:.4f}  MAE {folds[-1]['mae']:.4f}")
     mean = {m: float(np.mean([f[m] for f in folds])) for m in ("rmse", "mae")}
@@ -116,6 +122,57 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         print(f"mean:   RMSE {mean['rmse']:.4f}  MAE {mean['mae']:.4f}")
     return {"dataset": args.dataset, "protocol": args.protocol, "model": args.model,
             "folds": folds, "mean": mean}
+
+
+def cmd_fusion(args: argparse.Namespace) -> dict:
+    """Fit a cross-modal fusion model on chosen modalities and report warm or cold metrics."""
+    from llmrec_lab.data.world import make_world
+    from llmrec_lab.models.fusion import MODALITIES, run_fusion, world_item_features
+
+    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    if not modalities or set(modalities) - set(MODALITIES):
+        raise ValueError(f"--modalities {args.modalities!r}: use a comma-separated subset of "
+                         f"{', '.join(MODALITIES)}")
+    profile = get_profile(args.profile)
+    start = time.perf_counter()
+    world = make_world(args.world, profile, seed=args.seed, **_parse_overrides(args.set))
+    features = world_item_features(world, modalities=modalities)
+    result = run_fusion(world, features, modalities, args.setting, seed=args.seed,
+                        fusion=args.fusion, epochs=profile.mf_epochs)
+    result.update(world=args.world, profile=profile.name, fusion=args.fusion,
+                  sources=features.sources, seconds=round(time.perf_counter() - start, 2))
+    if not args.json:
+        print(f"{result['modalities']} ({args.fusion}, {args.setting}): RMSE {result['rmse']:.4f} "
+              f"(oracle {result['oracle_rmse']:.4f}), NDCG@10 {result['ndcg@10']:.4f} "
+              f"(oracle {result['oracle_ndcg@10']:.4f})")
+    return result
+
+
+def cmd_kg(args: argparse.Namespace) -> dict:
+    """Embed a world's knowledge graph, score link prediction, and compare KG fusion RMSE."""
+    from llmrec_lab.data.world import make_world
+    from llmrec_lab.kg.build import world_kg
+    from llmrec_lab.kg.embed import train_kge
+    from llmrec_lab.models.kg_rater import ablation, kg_features
+
+    profile = get_profile(args.profile)
+    start = time.perf_counter()
+    world = make_world(args.world, profile, seed=args.seed, **_parse_overrides(args.set))
+    kge = train_kge(world_kg(world), args.kge, profile=profile, seed=args.seed)
+    blocks = {"kg": {"kg": kg_features(kge, world.items["item_id"].to_numpy())}}
+    fusion = ablation(world, blocks, args.setting, seed=args.seed)
+    result = {"world": args.world, "profile": profile.name, "kge": args.kge, "seed": args.seed,
+              "link_prediction": kge.metrics, "setting": args.setting,
+              "rmse": {"oracle": fusion["oracle"], "biases": fusion["biases"],
+                       "kg": fusion["kg"]},
+              "seconds": round(time.perf_counter() - start, 2)}
+    if not args.json:
+        m = kge.metrics
+        print(f"{args.kge} link prediction: MRR {m['mrr']:.3f} (random {m['random']['mrr']:.3f}),"
+              f" Hits@10 {m['hits@10']:.3f} (random {m['random']['hits@10']:.3f})")
+        print(f"{args.setting} RMSE: biases {fusion['biases']:.4f}, with KG {fusion['kg']:.4f}, "
+              f"oracle {fusion['oracle']:.4f}")
+    return result
 
 
 def cmd_lus(args: argparse.Namespace) -> dict:
@@ -142,6 +199,73 @@ def cmd_lus(args: argparse.Namespace) -> dict:
     return result
 
 
+def _finetune_settings(args: argparse.Namespace):
+    """The profile's fine-tuning budget, with any of --train, --eval, --epochs overriding it."""
+    from llmrec_lab.finetune import FinetuneSettings
+
+    overrides = {field: value for field, value in (("n_train", args.train), ("n_eval", args.eval),
+                                                   ("epochs", args.epochs)) if value is not None}
+    for field, value in overrides.items():
+        if value < 1:
+            raise ValueError(f"{field} must be at least 1, got {value}")
+    return FinetuneSettings.from_profile(args.profile, **overrides)
+
+
+def _plm_items(args: argparse.Namespace, method: str) -> pd.DataFrame:
+    """The MovieLens items (with their text) for ``--model plm-<method>``, the method checked."""
+    from llmrec_lab.data import movielens
+    from llmrec_lab.peft import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown model plm-{method}; the PLM raters are "
+                         f"{', '.join('plm-' + m for m in METHODS)}")
+    return movielens.load_movielens(args.dataset, args.data_dir).items
+
+
+def _plm_fold(args: argparse.Namespace, method: str, train: pd.DataFrame, test: pd.DataFrame,
+              items: pd.DataFrame) -> dict:
+    """Fine-tune a PLM rater on a fold; its scores on a test sample of the budget's size."""
+    from llmrec_lab.finetune import fold_scores
+
+    result = fold_scores(method, train, test, items, _finetune_settings(args), args.encoder,
+                         args.seed)
+    return {"rmse": result["test_rmse"], "mae": result["test_mae"],
+            "n_train": result["n_train"], "n_test": result["n_test"]}
+
+
+def cmd_finetune(args: argparse.Namespace) -> dict:
+    """Fine-tune a PLM rater on a world with one method; report cost and accuracy."""
+    from llmrec_lab.data.world import make_world
+    from llmrec_lab.finetune import make_examples, run_method, split_world
+    from llmrec_lab.metrics import rmse
+
+    settings = _finetune_settings(args)
+    start = time.perf_counter()
+    world = make_world(args.world, args.profile, seed=args.seed)
+    examples = make_examples(*split_world(world, args.seed), world.items, settings, args.seed)
+    result = run_method(args.method, examples, settings, args.encoder, args.seed)
+    result.update(world=args.world, profile=get_profile(args.profile).name, seed=args.seed,
+                  oracle_rmse=rmse(examples.test[1], world.oracle_predict(examples.test_rows)),
+                  seconds=round(time.perf_counter() - start, 2))
+    if not args.json:
+        print(f"{args.method}: {result['trainable']:,} of {result['total']:,} parameters trained; "
+              f"{result['seconds_per_epoch']:.1f} s/epoch; RMSE train {result['train_rmse']:.3f}, "
+              f"valid {result['valid_rmse']:.3f}, test {result['test_rmse']:.3f} "
+              f"(noise floor {result['oracle_rmse']:.3f})")
+    return result
+
+
+def _add_finetune_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=list(PROFILES), default=None,
+                        help="sizes the fine-tuning budget (and a world)")
+    parser.add_argument("--train", type=int, default=None, help="training pairs (default: profile)")
+    parser.add_argument("--eval", type=int, default=None,
+                        help="pairs in each evaluation sample (default: profile)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: profile)")
+    parser.add_argument("--encoder", default=None,
+                        help="BERT-family model name or folder (default: the bundled MiniLM)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="llmrec-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -165,9 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "else download into the cache)")
     ev.add_argument("--protocol", choices=["u1-u5", "kfold5"], default=None,
                     help="u1-u5: ml-100k's official folds; kfold5: seeded 5-fold (default for ml-1m)")
-    ev.add_argument("--model", required=True, help="global-mean, biases or mf")
+    ev.add_argument("--model", required=True,
+                    help="global-mean, biases, mf, or a fine-tuned PLM rater plm-<method> "
+                         "(method: full, lora, adalora, ia3, prefix, adapter)")
     ev.add_argument("--seed", type=int, default=0)
+    _add_finetune_args(ev)
     ev.set_defaults(run=cmd_evaluate)
+
+    ft = sub.add_parser("finetune", help="fine-tune a PLM rater on a world with one method")
+    ft.add_argument("--world", choices=["shop", "screen"], default="shop")
+    ft.add_argument("--method", choices=["full", "lora", "adalora", "ia3", "prefix", "adapter"],
+                    default="lora")
+    ft.add_argument("--seed", type=int, default=0)
+    _add_finetune_args(ft)
+    ft.set_defaults(run=cmd_finetune)
 
     lus = sub.add_parser("lus", help="simulate a policy and report long-term satisfaction")
     lus.add_argument("--world", choices=["shop", "screen"], default="shop")
@@ -178,7 +313,31 @@ def build_parser() -> argparse.ArgumentParser:
     lus.add_argument("--seed", type=int, default=0)
     lus.set_defaults(run=cmd_lus)
 
-    for p in (info, world, ev, lus):
+    fu = sub.add_parser("fusion", help="cross-modal fusion of text, image and ID features")
+    fu.add_argument("--world", choices=["shop", "screen"], default="shop")
+    fu.add_argument("--modalities", default="text,image,id",
+                    help="comma-separated subset of text, image, id")
+    fu.add_argument("--fusion", choices=["attention", "concat", "gating"], default="attention")
+    fu.add_argument("--setting", choices=["warm", "cold"], default="cold",
+                    help="warm: random split of ratings; cold: held-out items")
+    fu.add_argument("--profile", choices=list(PROFILES), default=None)
+    fu.add_argument("--seed", type=int, default=0)
+    fu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a world parameter, e.g. --set image=0 (repeatable)")
+    fu.set_defaults(run=cmd_fusion)
+
+    kg = sub.add_parser("kg", help="knowledge-graph embeddings: link prediction and fusion RMSE")
+    kg.add_argument("--world", choices=["shop", "screen"], default="screen")
+    kg.add_argument("--kge", choices=["transe", "rotate", "distmult"], default="transe")
+    kg.add_argument("--setting", choices=["warm", "cold"], default="cold",
+                    help="warm: random split of ratings; cold: held-out items")
+    kg.add_argument("--profile", choices=list(PROFILES), default=None)
+    kg.add_argument("--seed", type=int, default=0)
+    kg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a world parameter, e.g. --set kg=0 (repeatable)")
+    kg.set_defaults(run=cmd_kg)
+
+    for p in (info, world, ev, lus, ft, fu, kg):
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
 

@@ -30,12 +30,19 @@ class Profile:
     n_days: int  # days of logged interactions
     mf_epochs: int  # epochs for the matrix-factorisation baseline
     encode_batch: int  # texts per forward pass when encoding
+    finetune_train: int  # Chapter 3.1: training pairs per fine-tuning run
+    finetune_eval: int  # Chapter 3.1: pairs in each evaluation sample (probe, valid, test)
+    finetune_epochs: int  # Chapter 3.1: epochs per fine-tuning run
+    max_history: int  # past ratings written into a PLM rater's text pair
 
 
 PROFILES: dict[str, Profile] = {
-    "ci": Profile("ci", n_users=300, n_items=120, n_days=40, mf_epochs=30, encode_batch=64),
-    "cpu": Profile("cpu", n_users=2000, n_items=600, n_days=90, mf_epochs=40, encode_batch=64),
-    "gpu": Profile("gpu", n_users=20000, n_items=4000, n_days=120, mf_epochs=40, encode_batch=512),
+    "ci": Profile("ci", n_users=300, n_items=120, n_days=40, mf_epochs=30, encode_batch=64,
+                  finetune_train=96, finetune_eval=48, finetune_epochs=2, max_history=3),
+    "cpu": Profile("cpu", n_users=2000, n_items=600, n_days=90, mf_epochs=40, encode_batch=64,
+                   finetune_train=1000, finetune_eval=300, finetune_epochs=3, max_history=5),
+    "gpu": Profile("gpu", n_users=20000, n_items=4000, n_days=120, mf_epochs=40, encode_batch=512,
+                   finetune_train=50000, finetune_eval=5000, finetune_epochs=3, max_history=10),
 }
 
 

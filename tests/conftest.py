@@ -18,8 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from filelock import FileLock
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from llmrec_lab.encoders.text import resolve_model_path
 
 from llmrec_lab.editions import strip_sources, student_config
 
@@ -33,6 +37,21 @@ def _not_executed() -> list[str]:
     notebooks = sorted((ROOT / "book").glob("*.ipynb")) + sorted((ROOT / "notebooks").glob("*.ipynb"))
     return [str(nb.relative_to(ROOT)) for nb in notebooks
             if str(nb.relative_to(ROOT).with_suffix("")) not in EXECUTED]
+
+
+TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer random BERT (``TINY_BERT``) with MiniLM's tokenizer: the real code path of a
+    pretrained encoder in a fraction of a second."""
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(None))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **TINY_BERT)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
 
 
 def _shared_dir(tmp_path_factory, worker_id: str) -> Path:

@@ -23,11 +23,13 @@ def last_json(out: str) -> dict:
 
 def test_world_writes_a_loadable_world(tmp_path, capsys):
     code, out, _ = run(capsys, "world", "screen", "--profile", "ci", "--seed", "2",
-                       "--out", str(tmp_path / "w"), "--set", "kg=0", "--json")
+                       "--out", str(tmp_path / "w"), "--set", "kg=0", "--set", "n_users=40",
+                       "--set", "noise_sd=0.5", "--json")
     assert code == 0
     summary = last_json(out)
     world = World.load(summary["out"])
-    assert world.config.kg == 0 and world.config.seed == 2
+    assert world.config.kg == 0 and world.config.seed == 2 and world.config.noise_sd == 0.5
+    assert world.config.n_users == summary["users"] == 40
     assert summary["ratings"] == len(world.ratings)
     assert 0 < summary["oracle_rmse"] < 1
 

@@ -1,6 +1,5 @@
 """The student and instructor editions differ exactly in their solutions."""
 import re
-from pathlib import Path
 
 import nbformat
 import pytest

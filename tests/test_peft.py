@@ -5,14 +5,14 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
-from llmrec_lab.encoders.text import resolve_model_path
 from llmrec_lab.models.plm_rater import PLMRater, tokenize
 from llmrec_lab.peft import (CONFIG, METHODS, MethodConfig, apply_method, load_method,
                              method_step_hook, save_method, trainable_parameters)
 
-H, LAYERS, HEADS, FFN = 32, 2, 2, 64
+from conftest import TINY_BERT
+
+H, LAYERS, FFN = (TINY_BERT[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size"))
 SETTINGS = MethodConfig(total_step=10)
 PAIRS = [("liked: a quiet fridge (5/5)", "a quiet washer"),
          ("; ".join(["disliked: a loud phone (1/5)"] * 6), "another loud phone from the same brand")]
@@ -27,18 +27,6 @@ EXPECTED = {
     "adapter": LAYERS * 2 * (2 * H * SETTINGS.adapter_size + SETTINGS.adapter_size + H) + HEAD,
 }
 
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer random BERT with MiniLM's tokenizer: the real code path in a fraction of a second."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(None))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=H, num_hidden_layers=LAYERS,
-                        num_attention_heads=HEADS, intermediate_size=FFN)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
 
 
 def rater(tiny_bert: str, method: str) -> PLMRater:

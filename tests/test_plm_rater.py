@@ -5,24 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
 
-from llmrec_lab.encoders.text import resolve_model_path
 from llmrec_lab.models.plm_rater import (PLMRater, build_examples, predict, ranking_eval,
                                          render_example, tokenize)
 
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer random BERT with MiniLM's tokenizer: the real code path in a fraction of a second."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(None))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
 
 
 def items_frame(n: int) -> pd.DataFrame:

@@ -269,7 +269,7 @@ def knowledge_graph(truth: Truth, s: Schema, rng: np.random.Generator) -> pd.Dat
     if s.maker_per_brand:
         for b in np.unique(truth.brand):
             m = truth.maker[truth.brand == b][0]
-            rows.append((f"{s.brand_label}:{s.brands[b]}", f"made_by", f"{s.maker_label}:{s.makers[m]}"))
+            rows.append((f"{s.brand_label}:{s.brands[b]}", "made_by", f"{s.maker_label}:{s.makers[m]}"))
     else:
         for i in range(truth.n_items):
             rows.append((item[i], f"{s.maker_label}_is", f"{s.maker_label}:{s.makers[truth.maker[i]]}"))

@@ -1,29 +1,109 @@
 """The chapter's experiment in three calls: score items, build the policies, compare them.
 
+:func:`mf_scores` fits the rating model (:func:`fit_mf`: MF chosen by validation RMSE, with the
+effect of the user's recent history of a category taken out of its scores); :func:`make_policy`
+gives the LUS-aware policies the strengths :func:`recency_effects` estimates from the log.
+
 The notebook, the ``llmrec-lab lus`` command and the benchmark all go through these, so the
 numbers they print come from one code path.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
+import torch
 
 from llmrec_lab.data.dynamics import Policy
+from llmrec_lab.data.splits import random_split
 from llmrec_lab.data.world import World
 from llmrec_lab.lus.metrics import gap_closed, report
 from llmrec_lab.lus.policies import (BanditPolicy, ConsumptionHistory, calibrated_policy,
-                                     greedy_policy, item_categories, lus_policy, mmr_policy,
-                                     oracle_policy, random_policy)
+                                     fit_recency_effects, greedy_policy, item_categories,
+                                     lus_policy, mmr_policy, oracle_policy, random_policy,
+                                     recency_features)
 from llmrec_lab.lus.simulator import Run, simulate
-from llmrec_lab.models.baselines import make_model, score_all
+from llmrec_lab.models.baselines import RatingModel, make_model, score_all
 
 POLICIES = ("random", "greedy", "mmr", "calibrated", "lus", "learned", "oracle")
 
 
+MF_GRID = tuple((reg, factors) for reg in (0.1, 0.3) for factors in (16, 32))
+"""(reg, factors) settings :func:`fit_mf` chooses among, by validation RMSE."""
+
+
+def _rmse(truth: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((truth - np.clip(predicted, 1, 5)) ** 2)))
+
+
+@contextmanager
+def _one_thread():
+    """Run PyTorch on one CPU thread: MF's mini-batches are too small to gain from more, and on
+    a busy machine waiting for the other threads costs many times the work itself."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def fit_mf(world: World, epochs: int, grid: tuple[tuple[float, int], ...] = MF_GRID,
+           valid_frac: float = 0.1, seed: int = 0) -> tuple[RatingModel, dict[str, float]]:
+    """The chapter's rating model: MF that separates a user's taste from their recent history.
+
+    A random ``valid_frac`` of the logged ratings is held out. Each (reg, factors) of ``grid``
+    trains on the rest, with early stopping on the held-out ratings, and the lowest validation
+    RMSE wins. Logged ratings also carry the user's state: a category had lately is rated
+    lower, a fresh one higher. So the residuals of the winner on the held-out ratings are
+    regressed on :func:`~llmrec_lab.lus.policies.recency_features`, and the same setting is
+    refitted on ratings with that effect taken out: its scores then estimate the rating of an
+    item on its own, and the model predicts a logged rating as score plus effect. That model is
+    kept if it predicts the held-out ratings better (as it does in the shop world).
+
+    Only rating accuracy on held-out ratings decides; what a policy later does with the scores
+    plays no part. Returns the model and the validation RMSEs (``plain``, ``with_recency``).
+    """
+    category = item_categories(world)
+    train, valid = random_split(world.ratings, test_frac=valid_frac, seed=seed)
+    with _one_thread():
+        fits = [make_model("mf", epochs=epochs, reg=reg, n_factors=factors, seed=seed)
+                .fit(train, valid=valid) for reg, factors in grid]
+    plain = min(fits, key=lambda m: min(h["valid_rmse"] for h in m.history_))
+    x = recency_features(world.ratings, category)
+    x_train, x_valid = x.loc[train.index].to_numpy(), x.loc[valid.index].to_numpy()
+    y_valid = valid["rating"].to_numpy()
+    residual = y_valid - plain.predict(valid["user_id"], valid["item_id"])
+    beta = np.linalg.lstsq(np.column_stack([np.ones(len(x_valid)), x_valid]), residual,
+                           rcond=None)[0][1:]
+    with _one_thread():
+        adjusted = make_model("mf", epochs=epochs, reg=plain.reg, n_factors=plain.n_factors,
+                              seed=seed).fit(train.assign(rating=train["rating"] - x_train @ beta),
+                                             valid=valid.assign(rating=y_valid - x_valid @ beta))
+    rmse = {"plain": _rmse(y_valid, plain.score(valid["user_id"], valid["item_id"])),
+            "with_recency": _rmse(y_valid, adjusted.score(valid["user_id"], valid["item_id"])
+                                  + x_valid @ beta)}
+    return (adjusted if rmse["with_recency"] < rmse["plain"] else plain), rmse
+
+
 def mf_scores(world: World, epochs: int, seed: int = 0) -> np.ndarray:
-    """Predicted ratings (users x items) of matrix factorisation fitted on the world's log."""
-    model = make_model("mf", epochs=epochs, seed=seed).fit(world.ratings)
+    """Predicted ratings (users x items) of the rating model :func:`fit_mf` picks on the log."""
+    model, _ = fit_mf(world, epochs, seed=seed)
     return score_all(model, np.arange(world.config.n_users), np.arange(world.config.n_items))
+
+
+def recency_effects(world: World, scores: np.ndarray) -> tuple[float, float]:
+    """The LUS re-ranker's ``(recency, fresh)`` strengths, estimated from the world's log.
+
+    See :func:`~llmrec_lab.lus.policies.fit_recency_effects`: how much lower (higher) logged
+    ratings are than ``scores`` predicts, per recent consumption of the category (for a fresh
+    category). Neither strength may be negative.
+    """
+    r = world.ratings
+    predicted = scores[r["user_id"].to_numpy(), r["item_id"].to_numpy()]
+    recency, fresh = fit_recency_effects(r, predicted, item_categories(world))
+    return max(recency, 0.0), max(fresh, 0.0)
 
 
 def make_policy(name: str, world: World, scores: np.ndarray, seed: int = 0) -> Policy:
@@ -39,9 +119,12 @@ def make_policy(name: str, world: World, scores: np.ndarray, seed: int = 0) -> P
     if name == "calibrated":
         return calibrated_policy(scores, category, k)
     if name == "lus":
-        return lus_policy(scores, ConsumptionHistory.from_world(world), k)
+        recency, fresh = recency_effects(world, scores)
+        return lus_policy(scores, ConsumptionHistory.from_world(world), k, recency, fresh)
     if name == "learned":
-        return BanditPolicy(scores, ConsumptionHistory.from_world(world), k, seed=seed)
+        _, fresh = recency_effects(world, scores)
+        return BanditPolicy(scores, ConsumptionHistory.from_world(world), k, fresh=fresh,
+                            seed=seed)
     if name == "oracle":
         return oracle_policy(world.truth, k)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")

@@ -13,7 +13,9 @@ logged ratings and updated from ``state.consumed`` each day; so build a fresh po
   should match the user's history.
 - :func:`lus_policy`: the long-term-satisfaction-aware re-ranker: it discounts categories the
   user consumed recently, the observable proxy for boredom that the satisfaction model of
-  :mod:`llmrec_lab.lus.satisfaction` finds predictive of return.
+  :mod:`llmrec_lab.lus.satisfaction` finds predictive of return, and favours categories the
+  user has not had for a week. :func:`fit_recency_effects` estimates both strengths from the
+  logged ratings (:func:`recency_features` describes each rating's recent history).
 - :class:`BanditPolicy`: learns the LUS re-ranker's strength online, an epsilon-greedy bandit
   whose reward is the visit's session depth plus whether the user is back the next day.
 - :func:`oracle_policy`: the truth's myopic best, an upper bound for the greedy policies.
@@ -111,6 +113,46 @@ class ConsumptionHistory:
         self.depth = np.bincount(u, minlength=len(self.depth))
         self.consumed |= state.consumed
         self.day = day
+
+
+def recency_features(ratings: pd.DataFrame, category: np.ndarray,
+                     decay: float = RECENCY_DECAY) -> pd.DataFrame:
+    """For each logged rating, what the log says about the user's state with its category.
+
+    ``recent``: the user's earlier consumptions of the item's category, each discounted by
+    ``decay`` per day since (earlier the same day: weight 1), the same count that
+    :class:`ConsumptionHistory` keeps; ``fresh``: 1 where the user had not had the category
+    for more than a week. Rows are in the order of ``ratings`` (same index).
+    """
+    r = ratings.sort_values(["user_id", "timestamp"], kind="stable")
+    day = ((r["timestamp"].to_numpy() - EPOCH) // DAY_SECONDS).astype(np.int64)
+    key = r["user_id"].to_numpy() * (int(category.max()) + 1) + category[r["item_id"].to_numpy()]
+    frame = pd.DataFrame({"key": key, "day": day}, index=r.index)
+    groups = frame.groupby("key", sort=False)["day"]
+    recent = np.zeros(len(frame))
+    for rows in groups.indices.values():  # one user's consumptions of one category, in time order
+        d = day[rows]
+        w = decay ** (d[-1] - d.astype(float))  # rescaled so nothing overflows
+        recent[rows] = (np.cumsum(w) - w) / decay ** (d[-1] - d)
+    prev = groups.shift(1).to_numpy()
+    fresh = np.isnan(prev) | (day - prev > NOVELTY_DAYS)
+    return pd.DataFrame({"recent": recent, "fresh": fresh.astype(float)},
+                        index=r.index).loc[ratings.index]
+
+
+def fit_recency_effects(ratings: pd.DataFrame, predicted: np.ndarray, category: np.ndarray,
+                        decay: float = RECENCY_DECAY) -> tuple[float, float]:
+    """How far logged ratings fall per recent consumption of the category, and rise when fresh.
+
+    Least squares of the residual ``rating - predicted`` (``predicted`` from a rating model
+    of user and item alone) on :func:`recency_features` and an intercept; returns
+    ``(recency, fresh)`` in rating units, signed as :func:`lus_scores` uses them (a penalty
+    per recent consumption, a bonus for a fresh category). Reads only the log.
+    """
+    x = recency_features(ratings, category, decay).to_numpy()
+    x = np.column_stack([np.ones(len(x)), x])
+    beta = np.linalg.lstsq(x, ratings["rating"].to_numpy() - predicted, rcond=None)[0]
+    return float(-beta[1]), float(beta[2])
 
 
 def _greedy_slates(base: np.ndarray, category: np.ndarray, k: int,

@@ -47,15 +47,20 @@ class RatingModel(ABC):
         """Predicted ratings, clipped to the range seen in training (1..5 for MovieLens)."""
         return np.clip(self.score(user_ids, item_ids), *self.scale_)
 
-    def _index(self, ratings: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Index the training ids, remember ``mu`` and the rating scale; return rows and ratings."""
+    def _index(self, ratings: pd.DataFrame, items: pd.Index | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Index the training ids, remember ``mu`` and the rating scale; return rows and ratings.
+
+        ``items`` fixes the item index in advance (a content model knows the whole catalogue,
+        cold items included); by default it is the items that appear in ``ratings``.
+        """
         missing = set(COLUMNS) - set(ratings.columns)
         if missing:
             raise ValueError(f"ratings frame lacks columns {sorted(missing)}")
         if ratings.empty:
             raise ValueError("cannot fit on an empty ratings frame")
         self.users_ = pd.Index(ratings["user_id"].unique())
-        self.items_ = pd.Index(ratings["item_id"].unique())
+        self.items_ = pd.Index(ratings["item_id"].unique()) if items is None else items
         r = ratings["rating"].to_numpy(np.float64)
         self.mu_, self.scale_ = float(r.mean()), (float(r.min()), float(r.max()))
         return *self._encode(ratings["user_id"], ratings["item_id"]), r

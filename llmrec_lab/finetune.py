@@ -1,0 +1,194 @@
+"""One fine-tuning experiment of Chapter 3.1, shared by its notebook and ``llmrec-lab finetune``.
+
+:func:`make_examples` turns train/valid/test rating frames into text pairs (a sample of each, the
+history of every pair drawn from the *training* ratings before it only), and :func:`run_method`
+fine-tunes a fresh :class:`~llmrec_lab.models.plm_rater.PLMRater` with one method of
+:mod:`llmrec_lab.peft` and returns a plain dict of what it cost and what it achieved:
+
+- ``trainable`` / ``total`` parameters, and ``state_bytes``: the bytes of the training state,
+  counted exactly from the tensors (every parameter in fp32, plus a gradient and AdamW's two
+  moment buffers for each trainable one). Activations are not in it: they depend on batch and
+  sequence length, not on the method, because every method back-propagates through the whole
+  encoder.
+- ``seconds_per_epoch``: wall time of the optimisation steps only (evaluations excluded).
+- ``curve``: one record per evaluation, with the RMSE on a fixed sample of training pairs and on
+  the validation pairs, both in eval mode, so the train-valid gap is measured the same way on
+  both sides.
+- ``train_rmse``, ``valid_rmse``, ``test_rmse`` (and ``test_mae``) of the weights the trainer
+  kept (best validation RMSE), predictions clipped to the star scale as the ID baselines' are.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from llmrec_lab.config import Profile, get_profile, seed_everything
+from llmrec_lab.data.splits import random_split
+from llmrec_lab.data.world import World
+from llmrec_lab.metrics import mae, rmse
+from llmrec_lab.models.plm_rater import SCALE, Pair, PLMRater, build_examples
+from llmrec_lab.peft import (METHODS, MethodConfig, apply_method, method_step_hook,
+                              trainable_parameters)
+from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
+
+# Learning rates per method, from the usual ranges of the methods' papers: full fine-tuning moves
+# pretrained weights and wants a small step; the small added modules want a larger one.
+LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "adalora": 2e-3, "ia3": 3e-3, "prefix": 3e-3,
+                  "adapter": 1e-3}
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The budget of one run: how many pairs, how long, how often to evaluate."""
+
+    n_train: int = 256  # training pairs (a sample of the training ratings)
+    n_eval: int = 128  # pairs in each of the train probe, validation and test samples
+    epochs: int = 3
+    max_history: int = 5  # past ratings written into each pair's first segment
+    batch_size: int = 16
+    evals_per_epoch: int = 2  # points on the learning curves per epoch
+    max_length: int = 128  # tokens per pair (the history is cut from the left)
+    lr: float | None = None  # None: LEARNING_RATES[method]
+
+    @classmethod
+    def from_profile(cls, profile: Profile | str | None = None, **overrides) -> FinetuneSettings:
+        p = profile if isinstance(profile, Profile) else get_profile(profile)
+        sizes = dict(n_train=p.finetune_train, n_eval=p.finetune_eval, epochs=p.finetune_epochs,
+                     max_history=p.max_history)
+        return cls(**{**sizes, **overrides})
+
+
+@dataclass
+class Examples:
+    """Text pairs and targets for training, a training probe, validation and test."""
+
+    train: tuple[list[Pair], np.ndarray]
+    probe: tuple[list[Pair], np.ndarray]  # a sample of the training pairs, for the curves
+    valid: tuple[list[Pair], np.ndarray]
+    test: tuple[list[Pair], np.ndarray]
+    test_rows: pd.DataFrame  # the test ratings behind ``test``, for baselines and the oracle
+
+
+def _sample(frame: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    if n < 1:
+        raise ValueError(f"a sample needs at least one rating, got n={n}")
+    return frame.iloc[np.sort(rng.choice(len(frame), min(n, len(frame)), replace=False))]
+
+
+def make_examples(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
+                  items: pd.DataFrame, settings: FinetuneSettings, seed: int = 0) -> Examples:
+    """Sample ``n_train`` training and ``n_eval`` probe, validation and test ratings as pairs.
+
+    Every pair's history comes from ``train`` only, strictly before the rating: the rater sees a
+    subset of what an ID model fitted on ``train`` sees, never a held-out rating.
+    """
+    if min(len(train), len(valid), len(test)) == 0:
+        raise ValueError(f"train, valid and test need ratings, got {len(train)}, {len(valid)}, "
+                         f"{len(test)}")
+    rng = np.random.default_rng(seed)
+    fit_rows = _sample(train, settings.n_train, rng)
+    probe_rows = _sample(fit_rows, settings.n_eval, rng)
+    test_rows = _sample(test, settings.n_eval, rng)
+
+    def pairs(rows: pd.DataFrame) -> tuple[list[Pair], np.ndarray]:
+        return build_examples(rows, items, settings.max_history, context=train)
+
+    return Examples(pairs(fit_rows), pairs(probe_rows), pairs(_sample(valid, settings.n_eval, rng)),
+                    pairs(test_rows), test_rows)
+
+
+def split_world(world: World, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Lab 1's split of a world's ratings: 70% train, 10% validation, 20% test, at random."""
+    return random_split(world.ratings, test_frac=0.2, valid_frac=0.1, seed=seed)
+
+
+def state_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the training state: parameters, plus gradient and two AdamW moments if trainable."""
+    total = 0
+    for p in model.parameters():
+        size = p.numel() * p.element_size()
+        total += size * (4 if p.requires_grad else 1)
+    return total
+
+
+class _CurveTrainer(Trainer):
+    """The trainer, also scoring a training probe at each evaluation and timing the evaluations."""
+
+    def __init__(self, *args, probe: TextPairDataset, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.probe, self.eval_seconds = probe, 0.0
+
+    def _eval_point(self) -> None:
+        start = time.perf_counter()
+        super()._eval_point()
+        self.history[-1]["train_rmse"] = self.evaluate(self.probe)["rmse"]
+        self.eval_seconds += time.perf_counter() - start
+
+
+def _dataset(tokenizer, data: tuple[list[Pair], np.ndarray], max_length: int) -> TextPairDataset:
+    pairs, targets = data
+    return TextPairDataset.from_texts(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs],
+                                      targets, max_length)
+
+
+def _scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    pred = np.clip(pred, 1, SCALE)
+    return {"rmse": rmse(truth, pred), "mae": mae(truth, pred)}
+
+
+def run_method(method: str, examples: Examples, settings: FinetuneSettings | None = None,
+               model_name: str | None = None, seed: int = 0,
+               method_config: MethodConfig | None = None) -> dict:
+    """Fine-tune a fresh rater with ``method`` on ``examples``; return the metrics dict.
+
+    ``model_name`` is any BERT-layout encoder (default: the bundled MiniLM).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    settings = settings or FinetuneSettings()
+    seed_everything(seed)
+    y_train = examples.train[1]
+    model = PLMRater(model_name, rating_mean=float(np.mean(y_train)))
+    steps_per_epoch = math.ceil(len(y_train) / settings.batch_size)
+    method_config = replace(method_config or MethodConfig(),
+                            total_step=steps_per_epoch * settings.epochs)
+    apply_method(model, method, method_config)
+    trainable, total = trainable_parameters(model)
+    data = {name: _dataset(model.tokenizer, getattr(examples, name), settings.max_length)
+            for name in ("train", "probe", "valid", "test")}
+    lr = settings.lr or LEARNING_RATES[method]
+    config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=lr,
+                         eval_every=max(1, steps_per_epoch // settings.evals_per_epoch),
+                         eval_batch_size=64, seed=seed)
+    trainer = _CurveTrainer(model, config, data["train"], data["valid"], method_step_hook,
+                            probe=data["probe"])
+    start = time.perf_counter()
+    trainer.fit()
+    train_seconds = time.perf_counter() - start - trainer.eval_seconds
+    scores = {name: _scores(data[name].labels.numpy(), trainer.predict(data[name]))
+              for name in ("probe", "valid", "test")}
+    return {"method": method, "lr": lr, "trainable": trainable, "total": total,
+            "trainable_share": trainable / total, "state_bytes": state_bytes(model),
+            "seconds_per_epoch": train_seconds / settings.epochs,
+            "train_rmse": scores["probe"]["rmse"], "valid_rmse": scores["valid"]["rmse"],
+            "test_rmse": scores["test"]["rmse"], "test_mae": scores["test"]["mae"],
+            "n_train": len(y_train), "n_test": len(data["test"]), "steps": trainer.step,
+            "curve": [{k: r[k] for k in ("step", "epoch", "train_loss", "train_rmse",
+                                         "valid_rmse")} for r in trainer.history],
+            "settings": asdict(settings)}
+
+
+def fold_scores(method: str, train: pd.DataFrame, test: pd.DataFrame, items: pd.DataFrame,
+                settings: FinetuneSettings | None = None, model_name: str | None = None,
+                seed: int = 0) -> dict:
+    """:func:`run_method` on one train/test fold: 10% of the training fold, drawn at random,
+    validates (early stopping); the metrics are those of a test sample of ``n_eval`` ratings."""
+    settings = settings or FinetuneSettings()
+    fit, valid = random_split(train, test_frac=0.1, seed=seed)
+    return run_method(method, make_examples(fit, valid, test, items, settings, seed), settings,
+                      model_name, seed)

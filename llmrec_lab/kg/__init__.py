@@ -1,0 +1,1 @@
+"""Knowledge graphs: construction, extraction from text, embeddings."""
