@@ -266,6 +266,19 @@ def _add_finetune_args(parser: argparse.ArgumentParser) -> None:
                         help="BERT-family model name or folder (default: the bundled MiniLM)")
 
 
+def _add_world_run_args(parser: argparse.ArgumentParser, world: str,
+                        experiment: bool = False) -> None:
+    """--world, --profile and --seed; with ``experiment``, also --setting and --set."""
+    parser.add_argument("--world", choices=["shop", "screen"], default=world)
+    parser.add_argument("--profile", choices=list(PROFILES), default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    if experiment:
+        parser.add_argument("--setting", choices=["warm", "cold"], default="cold",
+                            help="warm: random split of ratings; cold: held-out items")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a world parameter, e.g. --set image=0 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="llmrec-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -305,36 +318,22 @@ def build_parser() -> argparse.ArgumentParser:
     ft.set_defaults(run=cmd_finetune)
 
     lus = sub.add_parser("lus", help="simulate a policy and report long-term satisfaction")
-    lus.add_argument("--world", choices=["shop", "screen"], default="shop")
+    _add_world_run_args(lus, "shop")
     lus.add_argument("--policy", choices=["random", "greedy", "mmr", "calibrated", "lus",
                                           "learned", "oracle"], default="greedy")
     lus.add_argument("--days", type=int, default=60)
-    lus.add_argument("--profile", choices=list(PROFILES), default=None)
-    lus.add_argument("--seed", type=int, default=0)
     lus.set_defaults(run=cmd_lus)
 
     fu = sub.add_parser("fusion", help="cross-modal fusion of text, image and ID features")
-    fu.add_argument("--world", choices=["shop", "screen"], default="shop")
+    _add_world_run_args(fu, "shop", experiment=True)
     fu.add_argument("--modalities", default="text,image,id",
                     help="comma-separated subset of text, image, id")
     fu.add_argument("--fusion", choices=["attention", "concat", "gating"], default="attention")
-    fu.add_argument("--setting", choices=["warm", "cold"], default="cold",
-                    help="warm: random split of ratings; cold: held-out items")
-    fu.add_argument("--profile", choices=list(PROFILES), default=None)
-    fu.add_argument("--seed", type=int, default=0)
-    fu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a world parameter, e.g. --set image=0 (repeatable)")
     fu.set_defaults(run=cmd_fusion)
 
     kg = sub.add_parser("kg", help="knowledge-graph embeddings: link prediction and fusion RMSE")
-    kg.add_argument("--world", choices=["shop", "screen"], default="screen")
+    _add_world_run_args(kg, "screen", experiment=True)
     kg.add_argument("--kge", choices=["transe", "rotate", "distmult"], default="transe")
-    kg.add_argument("--setting", choices=["warm", "cold"], default="cold",
-                    help="warm: random split of ratings; cold: held-out items")
-    kg.add_argument("--profile", choices=list(PROFILES), default=None)
-    kg.add_argument("--seed", type=int, default=0)
-    kg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a world parameter, e.g. --set kg=0 (repeatable)")
     kg.set_defaults(run=cmd_kg)
 
     for p in (info, world, ev, lus, ft, fu, kg):
