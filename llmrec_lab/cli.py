@@ -136,7 +136,13 @@ def cmd_fusion(args: argparse.Namespace) -> dict:
     profile = get_profile(args.profile)
     start = time.perf_counter()
     world = make_world(args.world, profile, seed=args.seed, **_parse_overrides(args.set))
-    features = world_item_features(world, modalities=modalities)
+    kge = None
+    if "kg" in modalities:
+        from llmrec_lab.kg.build import world_kg
+        from llmrec_lab.kg.embed import train_kge
+
+        kge = train_kge(world_kg(world), args.kge, profile=profile, seed=args.seed)
+    features = world_item_features(world, modalities=modalities, kg=kge)
     result = run_fusion(world, features, modalities, args.setting, seed=args.seed,
                         fusion=args.fusion, epochs=profile.mf_epochs)
     result.update(world=args.world, profile=profile.name, fusion=args.fusion,
@@ -327,8 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     fu = sub.add_parser("fusion", help="cross-modal fusion of text, image and ID features")
     _add_world_run_args(fu, "shop", experiment=True)
     fu.add_argument("--modalities", default="text,image,id",
-                    help="comma-separated subset of text, image, id")
+                    help="comma-separated subset of text, image, kg, id")
     fu.add_argument("--fusion", choices=["attention", "concat", "gating"], default="attention")
+    fu.add_argument("--kge", choices=["transe", "rotate", "distmult"], default="transe",
+                    help="KG embedding model for the kg modality")
     fu.set_defaults(run=cmd_fusion)
 
     kg = sub.add_parser("kg", help="knowledge-graph embeddings: link prediction and fusion RMSE")

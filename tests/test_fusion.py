@@ -13,7 +13,7 @@ import pytest
 from llmrec_lab import cli
 from llmrec_lab.data.world import make_world
 from llmrec_lab.models.fusion import (FusionRater, ItemFeatures, evaluate, reduce_content,
-                                      split_for)
+                                      split_for, world_item_features)
 
 FAST = dict(epochs=3, dim=8, content_dim=8)
 
@@ -116,7 +116,8 @@ def test_bad_arguments_are_named(features, world):
     with pytest.raises(ValueError, match="fusion"):
         FusionRater(features, fusion="sum")
     with pytest.raises(ValueError, match="lack modality"):
-        FusionRater(ItemFeatures(features.item_ids, {"text": features.content["text"]}))
+        FusionRater(ItemFeatures(features.item_ids, {"text": features.content["text"]}),
+                    ("text", "image"))
     with pytest.raises(ValueError, match="shape"):
         ItemFeatures(np.arange(3), {"text": np.zeros((4, 2))})
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -125,6 +126,46 @@ def test_bad_arguments_are_named(features, world):
         small = ItemFeatures(features.item_ids[:10],
                              {k: v[:10] for k, v in features.content.items()})
         FusionRater(small, **FAST).fit(world.ratings)
+
+
+def test_untrained_attention_weighs_the_modalities_equally(features, cold):
+    train, valid, test = cold
+    model = FusionRater(features, **{**FAST, "epochs": 0}).fit(train, valid)
+    weights = model.attention_weights(test["user_id"][:10], test["item_id"][:10])
+    np.testing.assert_allclose(weights.to_numpy(), 1 / 3, atol=1e-6)
+
+
+def test_default_modalities_are_the_features_and_the_id(features, world):
+    with_kg = ItemFeatures(features.item_ids, {**features.content,
+                                               "kg": features.content["text"][:, :5]})
+    assert FusionRater(with_kg).tokens_ == ["text", "image", "kg", "id"]
+    assert FusionRater(features).tokens_ == ["text", "image", "id"]
+    with pytest.raises(ValueError, match="fitted KG embedding"):
+        world_item_features(world, modalities=("kg",))
+
+
+def test_a_modality_helps_cold_items_only_where_the_world_puts_signal():
+    """Finish tastes three times the default: the picture (here the style plus noise) must
+    lower cold-item RMSE; with no finish tastes it must not."""
+    gain = {}
+    for strength in (3.0, 0.0):
+        w = make_world("shop", "ci", seed=0, image=strength)
+        rng, n = np.random.default_rng(0), w.config.n_items
+        text = np.c_[np.eye(8)[w.truth.category] + 0.3 * rng.normal(size=(n, 8)),
+                     rng.normal(size=(n, 4))]
+        image = np.c_[np.eye(6)[w.truth.style] + 0.3 * rng.normal(size=(n, 6)),
+                      rng.normal(size=(n, 6))]
+        f = ItemFeatures(np.arange(n), {"text": text.astype(np.float32),
+                                        "image": image.astype(np.float32)})
+        train, valid, test = split_for(w.ratings, "cold", seed=0)
+        rmse = {}
+        for mods in (("text",), ("text", "image")):
+            m = FusionRater(f, mods, epochs=20, dim=8, content_dim=8).fit(train, valid)
+            rmse[mods] = evaluate(m, w, train, test, cold=True)["rmse"]
+        gain[strength] = rmse[("text", "image")] - rmse[("text",)]
+    assert gain[3.0] < -0.03
+    assert gain[0.0] > -0.01
+    assert gain[3.0] < gain[0.0] - 0.03
 
 
 def test_reduce_content_whitens_to_unit_norm():
@@ -153,3 +194,13 @@ def test_cli_fusion_prints_metrics_as_json(capsys, tmp_path, monkeypatch):
     assert result["modalities"] == "id" and result["setting"] == "cold"
     assert result["rmse"] > result["oracle_rmse"] > 0
     assert cli.main(["fusion", "--modalities", "text,smell", "--profile", "ci"]) == 2
+
+
+def test_cli_fusion_embeds_the_kg_for_the_kg_modality(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path))
+    code = cli.main(["fusion", "--world", "screen", "--modalities", "kg,id", "--kge", "distmult",
+                     "--profile", "ci", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["modalities"] == "kg+id" and result["sources"]["kg"].startswith("distmult")
+    assert result["rmse"] > result["oracle_rmse"] > 0

@@ -58,6 +58,25 @@ def test_world_kg_has_every_relation_and_is_valid(small_world):
     assert len(kg.without("director_is")) == len(kg) - small_world.config.n_items
 
 
+def _degrees(graph: TripleSet) -> list[int]:
+    return sorted(pd.concat([graph.triples["head"], graph.triples["tail"]]).value_counts())
+
+
+def test_placebo_graph_keeps_the_shape_but_moves_every_item_fact(small_world):
+    graph = world_kg(small_world)
+    placebo = graph.placebo(seed=0)
+    assert len(placebo) == len(graph) and placebo.relations == graph.relations
+    assert set(placebo.entities) == set(graph.entities)
+    assert _degrees(placebo) == _degrees(graph)
+    old, new = graph.triples, placebo.triples
+    items = old["head"].str.startswith("item:")
+    assert (old.loc[~items, ["head"]].values == new.loc[~items, ["head"]].values).all()
+    moved = (old.loc[items, "head"] != new.loc[items, "head"]).mean()
+    assert moved > 0.9  # a random permutation keeps only a few items in place
+    assert placebo.triples.equals(graph.placebo(seed=0).triples)
+    TripleSet.from_frame(placebo.triples)  # still valid: no self-loop or duplicate appears
+
+
 def test_movielens_kg_has_item_and_user_attribute_triples(tmp_path):
     ml = load_movielens("ml-100k", data_dir=write_fixture("ml-100k", tmp_path), download=False)
     kg = movielens_kg(ml.items, ml.users)

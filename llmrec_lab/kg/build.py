@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 COLUMNS = ("head", "relation", "tail")
@@ -103,6 +104,16 @@ class TripleSet:
         """The same graph with the named relations removed (for ablations)."""
         return TripleSet(self.triples[~self.triples["relation"].isin(relations)]
                          .reset_index(drop=True), list(self.report))
+
+    def placebo(self, seed: int = 0, prefix: str = "item:") -> TripleSet:
+        """The control graph that carries no signal about the items: the same triples with the
+        item entities (names starting with ``prefix``) renamed by a random permutation, so every
+        fact about item ``i`` now describes some other item. Shape, degrees and relations stay."""
+        items = sorted({e for e in self.entities if e.startswith(prefix)})
+        rng = np.random.default_rng(seed)
+        rename = dict(zip(items, (str(e) for e in rng.permutation(items))))
+        shuffled = self.triples.replace({"head": rename, "tail": rename})
+        return TripleSet(shuffled, list(self.report))
 
     def summary(self) -> pd.DataFrame:
         """Triples per relation with the number of distinct heads and tails."""

@@ -9,12 +9,10 @@ numbers they print come from one code path.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pandas as pd
-import torch
 
+from llmrec_lab.config import one_thread
 from llmrec_lab.data.dynamics import Policy
 from llmrec_lab.data.splits import random_split
 from llmrec_lab.data.world import World
@@ -37,18 +35,6 @@ def _rmse(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.sqrt(np.mean((truth - np.clip(predicted, 1, 5)) ** 2)))
 
 
-@contextmanager
-def _one_thread():
-    """Run PyTorch on one CPU thread: MF's mini-batches are too small to gain from more, and on
-    a busy machine waiting for the other threads costs many times the work itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def fit_mf(world: World, epochs: int, grid: tuple[tuple[float, int], ...] = MF_GRID,
            valid_frac: float = 0.1, seed: int = 0) -> tuple[RatingModel, dict[str, float]]:
     """The chapter's rating model: MF that separates a user's taste from their recent history.
@@ -67,7 +53,7 @@ def fit_mf(world: World, epochs: int, grid: tuple[tuple[float, int], ...] = MF_G
     """
     category = item_categories(world)
     train, valid = random_split(world.ratings, test_frac=valid_frac, seed=seed)
-    with _one_thread():
+    with one_thread():
         fits = [make_model("mf", epochs=epochs, reg=reg, n_factors=factors, seed=seed)
                 .fit(train, valid=valid) for reg, factors in grid]
     plain = min(fits, key=lambda m: min(h["valid_rmse"] for h in m.history_))
@@ -77,7 +63,7 @@ def fit_mf(world: World, epochs: int, grid: tuple[tuple[float, int], ...] = MF_G
     residual = y_valid - plain.predict(valid["user_id"], valid["item_id"])
     beta = np.linalg.lstsq(np.column_stack([np.ones(len(x_valid)), x_valid]), residual,
                            rcond=None)[0][1:]
-    with _one_thread():
+    with one_thread():
         adjusted = make_model("mf", epochs=epochs, reg=plain.reg, n_factors=plain.n_factors,
                               seed=seed).fit(train.assign(rating=train["rating"] - x_train @ beta),
                                              valid=valid.assign(rating=y_valid - x_valid @ beta))

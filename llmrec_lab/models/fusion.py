@@ -33,13 +33,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from llmrec_lab.config import pick_device
+from llmrec_lab.config import one_thread, pick_device
 from llmrec_lab.data.world import World
 from llmrec_lab.metrics import ranking_report, rmse
 from llmrec_lab.models.baselines import RatingModel
 
-CONTENT = ("text", "image")
-MODALITIES = ("text", "image", "id")
+CONTENT = ("text", "image", "kg")
+MODALITIES = CONTENT + ("id",)
 FUSIONS = ("attention", "concat", "gating")
 
 
@@ -77,8 +77,11 @@ class ItemFeatures:
 
 
 def world_item_features(world: World, text_encoder=None, image_encoder=None,
-                        image_size: int = 64, modalities: Sequence[str] = CONTENT) -> ItemFeatures:
-    """Text embeddings of the item descriptions and image embeddings of the rendered pictures.
+                        image_size: int = 64, modalities: Sequence[str] = ("text", "image"),
+                        kg=None) -> ItemFeatures:
+    """Text embeddings of the item descriptions, image embeddings of the rendered pictures and,
+    given a fitted :class:`~llmrec_lab.kg.embed.KGEmbedding` ``kg``, the source's KG block
+    ``Concat(e_i, r_i)`` (the item's entity embedding and the mean of its neighbours').
 
     Defaults: :class:`~llmrec_lab.encoders.text.TextEncoder` (MiniLM) and
     :class:`~llmrec_lab.encoders.image.ImageEncoder` (ResNet-18, ImageNet weights if they can
@@ -100,6 +103,13 @@ def world_item_features(world: World, text_encoder=None, image_encoder=None,
         pictures = render_item_images(world, image_size)[items["item_id"].to_numpy()]
         content["image"] = image_encoder.encode(pictures)
         sources["image"] = f"{image_encoder.arch}, {image_encoder.weights_used}"
+    if "kg" in modalities:
+        if kg is None:
+            raise ValueError("the kg modality needs a fitted KG embedding: pass kg=train_kge(...)")
+        from llmrec_lab.models.kg_rater import kg_features
+
+        content["kg"] = kg_features(kg, items["item_id"].to_numpy())
+        sources["kg"] = f"{kg.config.model} on {len(kg.triples)} triples"
     return ItemFeatures(items["item_id"].to_numpy(), content, sources)
 
 
@@ -121,7 +131,14 @@ def reduce_content(x: np.ndarray, k: int | None) -> np.ndarray:
 
 
 class FusionNet(nn.Module):
-    """The network: modality tokens, a user query, a fusion step and a dot-product head."""
+    """The network: per-modality match tokens, a user query, a fusion step and a linear head.
+
+    For each content modality ``a`` the item token is ``k_a = P_a z_a`` and the user's profile
+    in the same space ``p_a = Q_a hist_a``; the value the fusion step sees is their match
+    ``v_a = p_a * k_a`` (elementwise). The ID modality's value is ``U_u * E_i``, as in matrix
+    factorisation. The rating offset is ``b_u + sum_a c_a(z_a) + b_i + w . h``, where ``c_a``
+    reads an item bias from its content (quality words, say) and ``h`` fuses the values.
+    """
 
     def __init__(self, n_users: int, n_items: int, content_dims: dict[str, int], use_id: bool,
                  fusion: str = "attention", dim: int = 32) -> None:
@@ -135,65 +152,83 @@ class FusionNet(nn.Module):
         self.fusion, self.dim = fusion, dim
         n_tok = len(self.tokens)
         self.proj = nn.ModuleDict({a: nn.Linear(d, dim) for a, d in content_dims.items()})
-        self.hist_proj = nn.ModuleDict({a: nn.Linear(d, dim) for a, d in content_dims.items()})
+        self.hist_proj = nn.ModuleDict({a: nn.Linear(d, dim, bias=False)
+                                        for a, d in content_dims.items()})
+        self.content_bias = nn.ModuleDict({a: nn.Linear(d, 1) for a, d in content_dims.items()})
         self.item_id = nn.Embedding(n_items, dim) if use_id else None
+        self.item_bias = nn.Embedding(n_items, 1) if use_id else None
         self.user_id = nn.Embedding(n_users, dim)
         self.user_bias = nn.Embedding(n_users, 1)
-        self.missing_token = nn.Parameter(0.1 * torch.randn(n_tok, dim))
-        self.missing_hist = nn.Parameter(0.1 * torch.randn(len(self.content), dim))
-        self.missing_user = nn.Parameter(0.1 * torch.randn(dim))
+        self.missing_token = nn.Parameter(torch.zeros(n_tok, dim))
+        self.missing_hist = nn.Parameter(torch.zeros(len(self.content), dim))
+        self.missing_user = nn.Parameter(torch.zeros(dim))
         for emb in (self.item_id, self.user_id):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.1)
-        nn.init.zeros_(self.user_bias.weight)
-        if fusion == "attention":
-            self.query = nn.Linear(dim, dim, bias=False)
-            self.key = nn.Linear(dim, dim, bias=False)
+        for bias in (self.user_bias, self.item_bias):
+            if bias is not None:
+                nn.init.zeros_(bias.weight)
+        # one key per (modality, present or missing): the weights answer "how much does this
+        # user trust each of the item's modalities". Keys read from the item's content made
+        # cold-item RMSE worse (they let the weights chase item noise), so they do not.
+        self.key = nn.Parameter(0.1 * torch.randn(n_tok, 2, dim))
+        self.query = nn.Linear(dim, dim, bias=False)
+        nn.init.zeros_(self.query.weight)  # training starts from equal weights
         if fusion == "gating":
-            self.gate = nn.Linear(2 * dim, 1)
+            self.gate = nn.Linear(dim, dim)
         if fusion == "concat":
-            self.concat = nn.Linear(n_tok * dim, dim)
-        else:
-            self.value = nn.Linear(dim, dim)
-        self.personal = nn.Linear(dim, dim)  # W_p: the user's weights over h's dimensions
+            self.concat = nn.Linear(n_tok * dim, dim, bias=False)
+        self.head = nn.Linear(dim, 1, bias=False)
+        nn.init.ones_(self.head.weight)  # with equal weights, w . h starts as a sum of matches
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted rating offsets from ``mu`` and the fusion weights (attention or gates)."""
-        tokens = []
-        for k, a in enumerate(self.tokens):
-            x = self.item_id(batch["item"]) if a == "id" else self.proj[a](batch[f"item_{a}"])
-            tokens.append(torch.where(batch["item_has"][:, k:k + 1], x, self.missing_token[k]))
-        tokens = torch.stack(tokens, dim=1)  # (B, A, dim)
-        has_user = batch["user_has"]
-        q = torch.where(has_user[:, None], self.user_id(batch["user"]), self.missing_user)
+        item_has, values, bias = batch["item_has"], [], []
+        user_id = torch.where(batch["user_has"][:, None], self.user_id(batch["user"]),
+                              self.missing_user)
+        q = user_id
         for k, a in enumerate(self.content):
-            h = self.hist_proj[a](batch[f"hist_{a}"])
-            q = q + torch.where(batch["hist_has"][:, k:k + 1], h, self.missing_hist[k])
+            z, has = batch[f"item_{a}"], item_has[:, k:k + 1]
+            item = torch.where(has, self.proj[a](z), self.missing_token[k])
+            user = torch.where(batch["hist_has"][:, k:k + 1], self.hist_proj[a](batch[f"hist_{a}"]),
+                               self.missing_hist[k])
+            values.append(user * item)
+            bias.append(self.content_bias[a](z).squeeze(-1) * has.squeeze(-1))
+            q = q + user
+        if self.item_id is not None:
+            has = item_has[:, -1:]
+            item = torch.where(has, self.item_id(batch["item"]), self.missing_token[-1])
+            values.append(user_id * item)
+            bias.append(self.item_bias(batch["item"]).squeeze(-1) * has.squeeze(-1))
+        values = torch.stack(values, dim=1)  # (B, A, dim)
+        keys = torch.where(item_has[..., None], self.key[:, 1], self.key[:, 0])  # (B, A, dim)
+        n_tok = len(self.tokens)
         if self.fusion == "attention":
-            scores = torch.einsum("bd,bad->ba", self.query(q), self.key(tokens))
-            weights = torch.softmax(scores / math.sqrt(self.dim), dim=1)
-            h = torch.einsum("ba,bad->bd", weights, self.value(tokens))
+            scores = torch.einsum("bd,bad->ba", self.query(q), keys) / math.sqrt(self.dim)
+            weights = torch.softmax(scores, dim=1)
+            h = n_tok * torch.einsum("ba,bad->bd", weights, values)  # equal weights: a sum
         elif self.fusion == "gating":
-            pair = torch.cat([q[:, None].expand_as(tokens), tokens], dim=-1)
-            weights = torch.sigmoid(self.gate(pair)).squeeze(-1)
-            h = torch.einsum("ba,bad->bd", weights, self.value(tokens))
+            weights = torch.sigmoid(torch.einsum("bd,bad->ba", self.gate(q), keys))
+            h = 2 * torch.einsum("ba,bad->bd", weights, values)  # gates start near 1/2
         else:
-            weights = torch.ones(tokens.shape[:2], device=tokens.device)
-            h = self.concat(tokens.flatten(1))
-        bias = self.user_bias(batch["user"]).squeeze(-1) * has_user
-        return bias + (self.personal(q) * h).sum(-1), weights
+            weights = torch.ones(values.shape[:2], device=values.device)
+            h = self.concat(values.flatten(1))
+        user_bias = self.user_bias(batch["user"]).squeeze(-1) * batch["user_has"]
+        return user_bias + torch.stack(bias, 1).sum(1) + self.head(h).squeeze(-1), weights
 
     def penalty(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Squared norms of the ID rows a batch touches (as in MF): rare ids are shrunk most."""
         user = batch["user"]
         rows = (self.user_id(user) ** 2).sum(-1) + self.user_bias(user).squeeze(-1) ** 2
         if self.item_id is not None:
-            rows = rows + (self.item_id(batch["item"]) ** 2).sum(-1)
+            item = batch["item"]
+            rows = rows + (self.item_id(item) ** 2).sum(-1) + self.item_bias(item).squeeze(-1) ** 2
         return rows.mean()
 
 
 class FusionRater(RatingModel):
-    """Rating model over any subset of ``("text", "image", "id")`` with one fusion step.
+    """Rating model over any subset of ``("text", "image", "kg", "id")`` with one fusion step
+    (by default every modality ``features`` holds, and the ID).
 
     ``fit(ratings, valid)`` trains with early stopping on ``valid`` (batches of about 1/16 of
     the ratings unless ``batch_size`` is given); ``predict`` and ``score``
@@ -204,13 +239,14 @@ class FusionRater(RatingModel):
 
     name = "fusion"
 
-    def __init__(self, features: ItemFeatures, modalities: Sequence[str] = MODALITIES,
+    def __init__(self, features: ItemFeatures, modalities: Sequence[str] | None = None,
                  fusion: str = "attention", dim: int = 32, content_dim: int | None = 16,
                  epochs: int = 30, lr: float = 1e-2, reg: float = 0.3, weight_decay: float = 1e-4,
                  batch_size: int | None = None,
                  modality_dropout: float = 0.25, patience: int = 3, seed: int = 0,
                  device: str | None = None) -> None:
-        modalities = tuple(modalities)
+        modalities = (tuple(features.content) + ("id",) if modalities is None
+                      else tuple(modalities))
         bad = set(modalities) - set(MODALITIES)
         if bad or not modalities:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got "
@@ -231,6 +267,10 @@ class FusionRater(RatingModel):
 
     # ----------------------------------------------------------------------------- fitting
     def fit(self, ratings: pd.DataFrame, valid: pd.DataFrame | None = None) -> "FusionRater":
+        with one_thread():  # a small network over lookup tables
+            return self._fit(ratings, valid)
+
+    def _fit(self, ratings: pd.DataFrame, valid: pd.DataFrame | None) -> "FusionRater":
         u, i, r = self._index(ratings, items=pd.Index(self.features.item_ids))  # cold items too
         if (i == len(self.items_)).any():
             raise ValueError("ratings name items that the features do not cover")

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from llmrec_lab.config import one_thread
 from llmrec_lab.models.baselines import Biases, RatingModel
 
 
@@ -77,12 +78,8 @@ class KGRater(RatingModel):
         self.hidden, self.epochs, self.lr, self.seed = hidden, epochs, lr, seed
 
     def fit(self, ratings: pd.DataFrame) -> KGRater:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a 16-unit MLP: extra threads only wait on each other
-        try:
+        with one_thread():  # a 16-unit MLP
             return self._fit(ratings)
-        finally:
-            torch.set_num_threads(threads)
 
     def _fit(self, ratings: pd.DataFrame) -> KGRater:
         self._index(ratings)
