@@ -7,9 +7,12 @@ download), on synthetic token sequences whose lengths follow a lognormal clipped
 - ``source``: the loop style of the source course: fp32, eager attention, every text padded to
   128, batch 16, plain AdamW, ``loss.item()`` each step (tokenisation is done beforehand, which
   flatters it);
-- ``ours``: :class:`llmrec_lab.train.Trainer`: bf16 autocast, SDPA attention, length buckets
-  with dynamic padding, batch 256, fused AdamW, data resident on the device, and optionally
-  ``torch.compile`` against the fixed bucket lengths.
+- ``ours``: :class:`llmrec_lab.train.Trainer`: bf16 autocast, SDPA attention, texts sorted
+  into batches of similar length, each padded to its own longest text, batch 256, fused AdamW,
+  data resident on the device, and optionally ``torch.compile``, which pads to fixed bucket
+  lengths instead. On a CPU the trainer stays in fp32 and uses plain AdamW (``pick_dtype``),
+  and the batch defaults to the source's 16: a 256-text bert-base step takes minutes on 2
+  cores, and a CPU gains little from a larger batch.
 
 Figures (printed, and written with ``--json``; nothing here asserts on time):
 
@@ -20,22 +23,29 @@ Figures (printed, and written with ``--json``; nothing here asserts on time):
 - MFU = FLOP/s over the datasheet's dense bf16 peak, looked up by the GPU's name (other GPUs
   and CPUs get FLOP/s only);
 - peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, the process's ``ru_maxrss`` on CPU
-  (a high-water mark over the whole process, so later rows cannot be lower than earlier ones).
+  (a high-water mark over the whole process, so later rows cannot be lower than earlier ones);
+- the 1-minute load average before and after each loop (``os.getloadavg``): on a shared CPU
+  another process's load lowers every figure.
 
-``ours`` runs two epochs over the same rows, sorted into length buckets as one chunk, so both
-epochs see the same shapes: the first warms up (and compiles), the second is timed.
+Each loop runs ``--warmup`` untimed steps, then ``--steps`` timed ones. Under ``torch.compile``
+ours warms up for a whole epoch instead: it runs two epochs over the same rows, sorted into
+length buckets as one chunk, so both epochs see the same shapes; the first compiles, the second
+is timed.
 
     python bench/finetune_throughput.py --model both --json bench.json   # one GPU
-    python bench/finetune_throughput.py --quick                          # 2 CPU cores, ~1 min
+    python bench/finetune_throughput.py --json cpu.json                  # 2 CPU cores
+    python bench/finetune_throughput.py --quick                          # smoke run, ~1 min
 
 On one H200 the first command took 4.6 minutes, 3.7 of them compiling (5 bucket shapes per
-model, forward and backward); ``--no-compile`` skips that.
+model, forward and backward); ``--no-compile`` skips that. On a CPU, compiling is off unless
+asked for; the defaults there time 2 warm-up and 10 timed steps per loop at batch 16.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -107,6 +117,7 @@ class Result:
     padded_tokens: int
     flops_per_sample_token: float  # 6 N
     peak_memory_bytes: int
+    warmup_steps: int
     warmup_seconds: float | None = None
     extra: dict = field(default_factory=dict)
 
@@ -119,7 +130,7 @@ class Result:
                 "mean_real_tokens": self.real_tokens / self.samples,
                 "padding_efficiency": self.real_tokens / self.padded_tokens,
                 "flops_per_s": flops, "mfu": flops / peak if peak else None,
-                "peak_memory_bytes": self.peak_memory_bytes,
+                "peak_memory_bytes": self.peak_memory_bytes, "warmup_steps": self.warmup_steps,
                 "warmup_seconds": self.warmup_seconds, **self.extra}
 
 
@@ -139,16 +150,17 @@ def peak_memory(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def source_loop(size: str, device: torch.device, batch_size: int, steps: int,
+def source_loop(size: str, device: torch.device, batch_size: int, steps: int, warmup: int,
                 rng: np.random.Generator) -> Result:
-    """fp32, eager attention, pad to 128, plain AdamW, a host sync per step; 1 warm-up step."""
+    """fp32, eager attention, pad to 128, plain AdamW, a host sync per step."""
     torch.manual_seed(0)
     model = Rater(size, "eager").to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
-    data = synthetic(batch_size * (steps + 1), rng)
+    data = synthetic(batch_size * (warmup + steps), rng)
     losses = []
-    for step in range(steps + 1):
-        if step == 1:
+    created = start = time.perf_counter()
+    for step in range(warmup + steps):
+        if step == warmup:
             sync(device)
             reset_peak_memory(device)
             start = time.perf_counter()
@@ -162,35 +174,50 @@ def source_loop(size: str, device: torch.device, batch_size: int, steps: int,
         optimizer.zero_grad()
         losses.append(loss.item())
     seconds = time.perf_counter() - start
-    timed = data.lengths_cpu[batch_size:]
+    timed = data.lengths_cpu[batch_size * warmup:]
     return Result(size, "source", batch_size, steps, seconds, len(timed), int(timed.sum()),
-                  len(timed) * MAX_LEN, 6 * non_embedding_params(model), peak_memory(device))
+                  len(timed) * MAX_LEN, 6 * non_embedding_params(model), peak_memory(device),
+                  warmup, start - created)
 
 
-def our_loop(size: str, device: torch.device, batch_size: int, steps: int,
+def our_loop(size: str, device: torch.device, batch_size: int, steps: int, warmup: int,
              compile: bool | str, rng: np.random.Generator) -> Result:
-    """Trainer.fit over two epochs of the same rows; the second is timed."""
+    """Trainer.fit; the steps after the first ``warmup`` are timed.
+
+    Eager: one epoch of ``warmup + steps`` batches. Compiled: two epochs of ``steps`` batches,
+    the first of which is the warm-up, so that every bucket shape is compiled before the clock
+    starts.
+    """
     torch.manual_seed(0)
     model = Rater(size, "sdpa")
-    data = synthetic(batch_size * steps, rng)
-    config = TrainConfig(epochs=2, batch_size=batch_size, lr=2e-5, compile=compile,
-                         sort_chunk=steps, log_every=10 ** 9, device=str(device))
+    epochs, warmup = (2, steps) if compile else (1, warmup)
+    data = synthetic(batch_size * (steps if compile else warmup + steps), rng)
+    # Bucket lengths only serve torch.compile (a few fixed shapes); eager pads each batch to its
+    # own longest text, as llmrec_lab.finetune does.
+    buckets = TrainConfig.bucket_lengths if compile else None
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=2e-5, compile=compile,
+                         bucket_lengths=buckets, sort_chunk=len(data), log_every=10 ** 9,
+                         device=str(device))
     reset_peak_memory(device)
-    timer = EpochTimer(steps - 1, device)
+    timer = WarmupTimer(warmup - 1, device)
     trainer = Trainer(model, config, data, step_hook=timer)
     trainer.fit()
     sync(device)
     seconds = time.perf_counter() - timer.start
-    pads = [pad for group in trainer.plan_epoch(1) for _, pad in group]
+    timed = [micro for epoch in range(epochs) for group in trainer.plan_epoch(epoch)
+             for micro in group][warmup:]
+    rows = np.concatenate([index.cpu().numpy() for index, _ in timed])
+    pads = [pad for _, pad in timed]
     loop = f"ours+compile:{compile}" if compile else "ours"
-    return Result(size, loop, batch_size, steps, seconds,
-                  len(data), int(data.lengths_cpu.sum()), batch_size * sum(pads),
-                  6 * non_embedding_params(model), peak_memory(device),
+    return Result(size, loop, batch_size, len(timed), seconds,
+                  len(rows), int(data.lengths_cpu[rows].sum()),
+                  sum(len(index) * pad for index, pad in timed),
+                  6 * non_embedding_params(model), peak_memory(device), warmup,
                   warmup_seconds=timer.start - timer.created,
                   extra={"shapes": sorted(set(pads))})
 
 
-class EpochTimer:
+class WarmupTimer:
     """A step hook that syncs once, after the last warm-up step, and starts the clock."""
 
     def __init__(self, last_warmup_step: int, device: torch.device) -> None:
@@ -213,49 +240,74 @@ def peak_flops(device: torch.device) -> tuple[str, float | None]:
 def report(rows: list[dict], device_name: str, peak: float | None) -> None:
     print(f"device: {device_name}; peak bf16 {peak / 1e12:.0f} TFLOP/s" if peak
           else f"device: {device_name}; no known peak, FLOP/s only")
-    print(f"{'model':<10} {'loop':<20} {'batch':>5} {'samples/s':>10} {'tokens/s':>10} "
-          f"{'pad eff':>7} {'TFLOP/s':>8} {'MFU':>6} {'peak MiB':>9} {'warm-up s':>9}")
+    print(f"{'model':<10} {'loop':<20} {'batch':>5} {'steps':>5} {'samples/s':>10} "
+          f"{'tokens/s':>10} {'pad eff':>7} {'TFLOP/s':>8} {'MFU':>6} {'peak MiB':>9} "
+          f"{'warm-up s':>9} {'load avg':>11}")
     for r in rows:
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
         warm = f"{r['warmup_seconds']:.1f}" if r["warmup_seconds"] is not None else "-"
-        print(f"{r['model']:<10} {r['loop']:<20} {r['batch_size']:>5} "
-              f"{r['samples_per_s']:>10,.0f} {r['real_tokens_per_s']:>10,.0f} "
-              f"{r['padding_efficiency']:>7.2f} {r['flops_per_s'] / 1e12:>8.2f} {mfu:>6} "
-              f"{r['peak_memory_bytes'] / 2 ** 20:>9,.0f} {warm:>9}")
+        load = f"{r['load_before']:.2f}-{r['load_after']:.2f}"
+        print(f"{r['model']:<10} {r['loop']:<20} {r['batch_size']:>5} {r['steps']:>5} "
+              f"{r['samples_per_s']:>10,.1f} {r['real_tokens_per_s']:>10,.0f} "
+              f"{r['padding_efficiency']:>7.2f} {r['flops_per_s'] / 1e12:>8.3f} {mfu:>6} "
+              f"{r['peak_memory_bytes'] / 2 ** 20:>9,.0f} {warm:>9} {load:>11}")
+
+
+def with_load(run, peak: float | None) -> dict:
+    """``run()``'s figures, with the 1-minute load average before and after it."""
+    before = os.getloadavg()[0]
+    figures = run().figures(peak)
+    return {**figures, "load_before": before, "load_after": os.getloadavg()[0]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=[*SIZES, "both"], default="both")
-    parser.add_argument("--steps", type=int, help="timed steps per loop (default 50, quick 1)")
+    parser.add_argument("--steps", type=int,
+                        help="timed steps per loop (default: 50 on CUDA, 10 on CPU, 3 quick)")
+    parser.add_argument("--warmup", type=int,
+                        help="untimed steps before them (default 2, quick 1; compiled: an epoch)")
+    parser.add_argument("--source-batch", type=int, help="the source loop's batch (default 16)")
+    parser.add_argument("--our-batch", type=int,
+                        help="our loop's batch (default: 256 on CUDA, 16 elsewhere)")
     parser.add_argument("--device", help="default: the best available")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch (default: torch's, one per core)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also time our loop under torch.compile (default: on CUDA only)")
     parser.add_argument("--compile-mode", default="default",
                         help="torch.compile mode, e.g. reduce-overhead for CUDA graphs")
     parser.add_argument("--quick", action="store_true",
-                        help="CPU smoke run: 1 timed step, batch 4, for both loops")
+                        help="smoke run, not a figure: batch 4, 1 warm-up and 3 timed steps")
     parser.add_argument("--json", help="write every figure to this JSON file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    compile = device.type == "cuda" if args.compile is None else args.compile
-    steps = args.steps or (1 if args.quick else 50)
-    source_batch, our_batch = (4, 4) if args.quick else (16, 256)
+    cuda = device.type == "cuda"
+    compile = cuda if args.compile is None else args.compile
+    steps = args.steps or (3 if args.quick else 50 if cuda else 10)
+    warmup = args.warmup if args.warmup is not None else 1 if args.quick else 2
+    if steps < 1 or warmup < 1:
+        parser.error("--steps and --warmup must be at least 1")
+    source_batch = args.source_batch or (4 if args.quick else 16)
+    our_batch = args.our_batch or (4 if args.quick else 256 if cuda else 16)
     sizes = list(SIZES) if args.model == "both" else [args.model]
     device_name, peak = peak_flops(device)
     rows = []
     for size in sizes:
         rng = np.random.default_rng(0)
-        results = [source_loop(size, device, source_batch, steps, rng),
-                   our_loop(size, device, our_batch, steps, False, rng)]
+        runs = [lambda: source_loop(size, device, source_batch, steps, warmup, rng),
+                lambda: our_loop(size, device, our_batch, steps, warmup, False, rng)]
         if compile:
-            results.append(our_loop(size, device, our_batch, steps, args.compile_mode, rng))
-        rows += [r.figures(peak) for r in results]
-        report(rows[-len(results):], device_name, peak)
+            runs.append(lambda: our_loop(size, device, our_batch, steps, warmup,
+                                         args.compile_mode, rng))
+        rows += [with_load(run, peak) for run in runs]
+        report(rows[-len(runs):], device_name, peak)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": device_name, "peak_flops": peak, "torch": torch.__version__,
-                       "results": rows}, f, indent=2)
+                       "threads": torch.get_num_threads(), "results": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

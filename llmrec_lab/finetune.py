@@ -13,7 +13,8 @@ fine-tunes a fresh :class:`~llmrec_lab.models.plm_rater.PLMRater` with one metho
 - ``seconds_per_epoch``: wall time of the optimisation steps only (evaluations excluded).
 - ``curve``: one record per evaluation, with the RMSE on a fixed sample of training pairs and on
   the validation pairs, both in eval mode, so the train-valid gap is measured the same way on
-  both sides.
+  both sides, and the mean training loss since the previous one (the objective: for AdaLoRA,
+  MSE plus its orthogonality penalty).
 - ``train_rmse``, ``valid_rmse``, ``test_rmse`` (and ``test_mae``) of the weights the trainer
   kept (best validation RMSE), predictions clipped to the star scale as the ID baselines' are.
 """
@@ -32,8 +33,8 @@ from llmrec_lab.data.splits import random_split
 from llmrec_lab.data.world import World
 from llmrec_lab.metrics import mae, rmse
 from llmrec_lab.models.plm_rater import SCALE, Pair, PLMRater, build_examples
-from llmrec_lab.peft import (METHODS, MethodConfig, apply_method, method_step_hook,
-                              trainable_parameters)
+from llmrec_lab.peft import (METHODS, MethodConfig, apply_method, method_penalty,
+                              method_step_hook, trainable_parameters)
 from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
 
 # Learning rates per method, from the usual ranges of the methods' papers: full fine-tuning moves
@@ -117,16 +118,31 @@ def state_bytes(model: torch.nn.Module) -> int:
 
 
 class _CurveTrainer(Trainer):
-    """The trainer, also scoring a training probe at each evaluation and timing the evaluations."""
+    """The trainer, also scoring a training probe at each evaluation and timing the evaluations.
+
+    It keeps the probe and validation predictions of the evaluation whose weights it keeps (the
+    best validation RMSE), so they need not be predicted again once training ends.
+    """
 
     def __init__(self, *args, probe: TextPairDataset, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.probe, self.eval_seconds = probe, 0.0
+        self.kept: dict[str, np.ndarray] = {}
+        self._valid_pred: np.ndarray | None = None
+
+    def predict(self, data: TextPairDataset) -> np.ndarray:
+        pred = super().predict(data)
+        if data is self.valid_data:  # the evaluation of each point goes through here
+            self._valid_pred = pred
+        return pred
 
     def _eval_point(self) -> None:
         start = time.perf_counter()
         super()._eval_point()
-        self.history[-1]["train_rmse"] = self.evaluate(self.probe)["rmse"]
+        probe = self.predict(self.probe)
+        self.history[-1]["train_rmse"] = rmse(self.probe.labels.cpu().numpy(), probe)
+        if self.bad_evals == 0:  # a new best validation RMSE: these weights are the kept ones
+            self.kept = {"probe": probe, "valid": self._valid_pred}
         self.eval_seconds += time.perf_counter() - start
 
 
@@ -162,15 +178,17 @@ def run_method(method: str, examples: Examples, settings: FinetuneSettings | Non
     data = {name: _dataset(model.tokenizer, getattr(examples, name), settings.max_length)
             for name in ("train", "probe", "valid", "test")}
     lr = settings.lr or LEARNING_RATES[method]
+    # Not compiled, so no bucket lengths: each batch is padded to its own longest text only.
     config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=lr,
                          eval_every=max(1, steps_per_epoch // settings.evals_per_epoch),
-                         eval_batch_size=64, seed=seed)
+                         eval_batch_size=64, bucket_lengths=None, seed=seed)
     trainer = _CurveTrainer(model, config, data["train"], data["valid"], method_step_hook,
-                            probe=data["probe"])
+                            method_penalty, probe=data["probe"])
     start = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - start - trainer.eval_seconds
-    scores = {name: _scores(data[name].labels.numpy(), trainer.predict(data[name]))
+    predictions = {**trainer.kept, "test": trainer.predict(data["test"])}
+    scores = {name: _scores(data[name].labels.numpy(), predictions[name])
               for name in ("probe", "valid", "test")}
     return {"method": method, "lr": lr, "trainable": trainable, "total": total,
             "trainable_share": trainable / total, "state_bytes": state_bytes(model),

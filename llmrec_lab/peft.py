@@ -7,7 +7,9 @@ always trained, everything not named below stays frozen:
 - ``lora``, ``adalora``, ``ia3``: peft's own implementations, on peft's default target modules
   for the architecture (BERT: LoRA and AdaLoRA on query and value; IA3 on key, value and both
   output projections). AdaLoRA reallocates rank during training: the trainer calls
-  :func:`method_step_hook` after every optimizer step.
+  :func:`method_step_hook` after every optimizer step. AdaLoRA also adds an orthogonality
+  penalty to the loss, which peft applies only to a model that computes its own loss; ours is
+  formed by the trainer, which adds :func:`method_penalty` to it.
 - ``prefix``: prefix tuning, by hand, because peft 0.21 refuses it for BERT encoders ("Model
   does not support past key values"). Each layer gets learned key and value vectors of
   ``prefix_tokens`` virtual tokens that every real token can attend to.
@@ -53,6 +55,7 @@ class MethodConfig:
     init_r: int = 12  # AdaLoRA: rank every matrix starts with
     target_r: int = 8  # AdaLoRA: average rank left once the budget is allocated
     total_step: int = 0  # AdaLoRA: optimizer steps of the whole run (required by its schedule)
+    orth_reg_weight: float = 0.5  # AdaLoRA: weight of its orthogonality penalty (peft's default)
     prefix_tokens: int = 16  # prefix tuning: virtual key/value tokens per layer
     adapter_size: int = 8  # adapters: bottleneck width
 
@@ -96,7 +99,8 @@ def _peft_config(name: str, c: MethodConfig) -> PeftConfig:
         # pruning in between, fixed ranks for the last 20%.
         return AdaLoraConfig(init_r=c.init_r, target_r=c.target_r, lora_alpha=c.alpha,
                              lora_dropout=c.dropout, total_step=c.total_step,
-                             tinit=c.total_step // 10, tfinal=c.total_step // 5)
+                             tinit=c.total_step // 10, tfinal=c.total_step // 5,
+                             orth_reg_weight=c.orth_reg_weight)
     return IA3Config()
 
 
@@ -108,6 +112,46 @@ def method_step_hook(model: PLMRater, global_step: int) -> None:
     """
     if model.method == "adalora":
         model.encoder.base_model.update_and_allocate(global_step)
+
+
+def method_penalty(model: PLMRater) -> torch.Tensor | None:
+    """The weighted regulariser a method adds to the training loss, or None if it has none.
+
+    Only AdaLoRA has one: ``orth_reg_weight`` (read from peft's config) times
+    :func:`adalora_orthogonality`, which keeps its SVD factors P and Q near-orthogonal so that
+    the singular values it prunes really measure each rank's importance. peft adds the same term
+    in ``AdaLoraModel.forward``, but only to the ``loss`` of a model that returns one; a
+    :class:`PLMRater` returns ratings and the trainer forms the MSE, so it adds this instead.
+    A weight of 0 gives None: the loss is then exactly the MSE.
+    """
+    if model.method != "adalora":
+        return None
+    weight = _adalora_config(model).orth_reg_weight
+    if weight < 0:
+        raise ValueError(f"orth_reg_weight must be at least 0, got {weight}")
+    return weight * adalora_orthogonality(model) if weight else None
+
+
+def adalora_orthogonality(model: PLMRater) -> torch.Tensor:
+    """AdaLoRA's orthogonality penalty, unweighted, as peft 0.21 computes it.
+
+    The mean, over every adapted matrix's factors, of the Frobenius norms ``||A A^T - I||`` (A:
+    r x in, the right factor Q) and ``||B^T B - I||`` (B: out x r, the left factor P), with masked
+    ranks included, as in peft. peft has no function for it (the lines sit inside
+    ``AdaLoraModel.forward``), so they are repeated here, selecting parameters as it does; its
+    gathering of DeepSpeed ZeRO-3 shards is left out, as nothing here shards parameters.
+    """
+    adalora = model.encoder.base_model
+    name = adalora.trainable_adapter_name
+    norms = []
+    for n, p in adalora.model.named_parameters():
+        if ("lora_A" in n or "lora_B" in n) and name in n:
+            gram = p @ p.T if "lora_A" in n else p.T @ p
+            eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+            norms.append(torch.linalg.matrix_norm(gram - eye))  # Frobenius
+    if not norms:
+        raise ValueError("this AdaLoRA encoder has no lora_A / lora_B factors")
+    return torch.stack(norms).mean()
 
 
 def _adalora_config(model: PLMRater) -> AdaLoraConfig:

@@ -27,6 +27,9 @@ keeps each piece short:
 
 Steps are counted from 0: ``step_hook(model, step)`` gets the index of the optimizer step just
 taken, as PEFT's AdaLoRA ``update_and_allocate`` expects; it runs before the gradients are cleared.
+``penalty(model)``, if given, returns a regulariser added to every micro-batch's MSE (or None):
+AdaLoRA's orthogonality penalty, which peft adds only to a loss the model computes itself. The
+logged training loss is the objective, penalty included.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ from llmrec_lab.config import pick_device, pick_dtype, seed_everything
 from llmrec_lab.metrics import mae, rmse
 
 StepHook = Callable[[nn.Module, int], None]
+Penalty = Callable[[nn.Module], torch.Tensor | None]
 Batch = tuple[torch.Tensor, int]  # (row indices on the data's device, padded length)
 
 
@@ -173,12 +177,13 @@ class TrainConfig:
 
 
 class Trainer:
-    """Fits ``model(input_ids, attention_mask, token_type_ids) -> (B,)`` to ratings by MSE."""
+    """Fits ``model(input_ids, attention_mask, token_type_ids) -> (B,)`` to ratings by MSE,
+    plus ``penalty(model)`` where given."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_data: TextPairDataset,
                  valid_data: TextPairDataset | None = None,
-                 step_hook: StepHook | None = None) -> None:
-        self.config, self.step_hook = config, step_hook
+                 step_hook: StepHook | None = None, penalty: Penalty | None = None) -> None:
+        self.config, self.step_hook, self.penalty = config, step_hook, penalty
         distributed = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
         self.device = self._device()
@@ -299,16 +304,26 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.dtype,
                               enabled=self.dtype != torch.float32)
 
+    def objective(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch (with ``labels``): MSE, plus the penalty if any.
+
+        The penalty is computed outside autocast, in the parameters' own precision.
+        """
+        batch = dict(batch)
+        labels = batch.pop("labels")
+        with self._autocast():
+            loss = F.mse_loss(self.train_model(**batch).float(), labels)
+        extra = self.penalty(self.model) if self.penalty else None
+        return loss if extra is None else loss + extra
+
     def _train_step(self, group: list[Batch]) -> None:
         """One optimizer step over ``group``'s micro-batches; the loss stays on the device."""
         total = torch.zeros((), device=self.device)
         for i, (index, pad_to) in enumerate(group):
             batch = self.train_data.batch(index, pad_to)
-            labels = batch.pop("labels")
             last = i == len(group) - 1
             with self.ddp.no_sync() if self.ddp and not last else contextlib.nullcontext():
-                with self._autocast():
-                    loss = F.mse_loss(self.train_model(**batch).float(), labels) / len(group)
+                loss = self.objective(batch) / len(group)
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         if self.config.max_grad_norm:

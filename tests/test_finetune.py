@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from llmrec_lab import finetune
 from llmrec_lab.cli import main
 from llmrec_lab.data.movielens import write_fixture
 from llmrec_lab.finetune import FinetuneSettings, make_examples, run_method, state_bytes
 from llmrec_lab.models.plm_rater import PLMRater
-from llmrec_lab.peft import METHODS, apply_method
+from llmrec_lab.peft import METHODS, apply_method, method_penalty
 
 TINY = FinetuneSettings(n_train=24, n_eval=8, epochs=2, max_history=2, batch_size=8,
                         evals_per_epoch=1)
@@ -81,6 +83,41 @@ def test_run_method_reports_cost_curves_and_scores(tiny_bert, method):
         assert np.isfinite(result[key]) and result[key] >= 0, key
     assert all(0 < r["valid_rmse"] < 4 and 0 < r["train_rmse"] < 4 for r in result["curve"])
     json.dumps(result)  # plain types only: the CLI prints it
+
+
+def test_run_method_adds_adalora_penalty_to_every_step(tiny_bert, monkeypatch):
+    penalties = []
+
+    def recording(model):
+        penalties.append(method_penalty(model))
+        return penalties[-1]
+
+    monkeypatch.setattr(finetune, "method_penalty", recording)
+    train, valid, test, items = frames()
+    result = run_method("adalora", make_examples(train, valid, test, items, TINY), TINY,
+                        model_name=tiny_bert)
+    assert len(penalties) == result["steps"] == 6  # one micro-batch per step
+    assert all(p is not None and p.item() > 0 for p in penalties)
+
+
+def test_kept_predictions_are_those_of_the_restored_weights(tiny_bert, monkeypatch):
+    checked = []
+
+    class Checking(finetune._CurveTrainer):
+        def fit(self):
+            history = super().fit()
+            valid = [h["valid_rmse"] for h in history]
+            checked.append(valid.index(min(valid)) < len(valid) - 1)  # the best is not the last
+            for name, data in (("probe", self.probe), ("valid", self.valid_data)):
+                np.testing.assert_array_equal(self.kept[name], self.predict(data), err_msg=name)
+            return history
+
+    monkeypatch.setattr(finetune, "_CurveTrainer", Checking)
+    train, valid, test, items = frames()
+    settings = replace(TINY, evals_per_epoch=3, lr=0.3)  # too high: the later points get worse
+    run_method("full", make_examples(train, valid, test, items, settings), settings,
+               model_name=tiny_bert)
+    assert checked == [True]
 
 
 def test_run_method_rejects_unknown_method(tiny_bert):

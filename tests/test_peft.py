@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from llmrec_lab.models.plm_rater import PLMRater, tokenize
-from llmrec_lab.peft import (CONFIG, METHODS, MethodConfig, apply_method, load_method,
-                             method_step_hook, save_method, trainable_parameters)
+from llmrec_lab.peft import (CONFIG, METHODS, MethodConfig, adalora_orthogonality, apply_method,
+                             load_method, method_penalty, method_step_hook, save_method,
+                             trainable_parameters)
+from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
 
 from conftest import TINY_BERT
 
@@ -29,19 +33,22 @@ EXPECTED = {
 
 
 
-def rater(tiny_bert: str, method: str) -> PLMRater:
+def rater(tiny_bert: str, method: str, settings: MethodConfig = SETTINGS) -> PLMRater:
     torch.manual_seed(1)
-    return apply_method(PLMRater(tiny_bert, rating_mean=3.0), method, SETTINGS)
+    return apply_method(PLMRater(tiny_bert, rating_mean=3.0), method, settings)
 
 
 def train_steps(model: PLMRater, steps: int, lr: float = 1e-2) -> list[float]:
-    """A plain MSE loop, as the trainer runs it, calling the method hook each step."""
+    """An MSE loop as the trainer runs it: the method's penalty added, its hook called each step."""
     batch = tokenize(model.tokenizer, PAIRS)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
     losses = []
     for step in range(steps):
         loss = torch.nn.functional.mse_loss(model(**batch), TARGETS)
+        penalty = method_penalty(model)
+        if penalty is not None:
+            loss = loss + penalty
         loss.backward()
         optimizer.step()
         method_step_hook(model, step)
@@ -159,3 +166,65 @@ def test_bad_requests_are_refused(tiny_bert):
         apply_method(model, "ia3")
     with pytest.raises(ValueError, match="apply_method first"):
         save_method(PLMRater(tiny_bert), "unused")
+
+
+def test_adalora_penalty_is_peft_own_orthogonality_term(tiny_bert, monkeypatch):
+    model = rater(tiny_bert, "adalora")
+    peft_config = model.encoder.peft_config["default"]
+    assert peft_config.orth_reg_weight == SETTINGS.orth_reg_weight == 0.5  # passed on to peft
+    penalty = adalora_orthogonality(model)
+    # peft's random A and B (std 0.02) are far from orthonormal: each Gram matrix is near 0, so
+    # each norm is near ||I|| = sqrt(init_r).
+    assert penalty.item() > 0.5 * SETTINGS.init_r ** 0.5
+    # What peft's own AdaLoraModel.forward adds to a loss that the wrapped model returns.
+    adalora = model.encoder.base_model
+    monkeypatch.setattr(adalora.model, "forward",
+                        lambda *args, **kwargs: SimpleNamespace(loss=torch.zeros(())))
+    peft_term = adalora().loss
+    torch.testing.assert_close(method_penalty(model), peft_term, rtol=1e-6, atol=0)
+    torch.testing.assert_close(peft_term, 0.5 * penalty, rtol=1e-6, atol=0)
+    # The penalty trains the factors towards orthogonality, and only them.
+    grads = torch.autograd.grad(penalty, [p for p in model.parameters() if p.requires_grad],
+                                allow_unused=True)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    moved = {n for n, g in zip(names, grads) if g is not None and g.abs().sum() > 0}
+    assert moved and all("lora_A" in n or "lora_B" in n for n in moved)
+    assert len(moved) == LAYERS * 2 * 2  # A and B of query and value in every layer
+
+
+def objective_and_mse(model: PLMRater) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trainer's loss of one batch, and the plain MSE of the same batch (eval mode: no
+    dropout, so both see the same predictions)."""
+    data = TextPairDataset.from_texts(model.tokenizer, [p[0] for p in PAIRS],
+                                      [p[1] for p in PAIRS], TARGETS.tolist())
+    trainer = Trainer(model, TrainConfig(epochs=1, batch_size=2, device="cpu"), data,
+                      penalty=method_penalty)
+    model.eval()
+    batch = data.batch(torch.arange(len(data)), data.width)
+    with torch.no_grad():
+        mse = torch.nn.functional.mse_loss(model(**{k: v for k, v in batch.items()
+                                                    if k != "labels"}), batch["labels"])
+        return trainer.objective(batch), mse
+
+
+@pytest.mark.parametrize("weight", [0.5, 0.0])
+def test_trainer_loss_is_mse_plus_weighted_orthogonality_for_adalora(tiny_bert, weight):
+    model = rater(tiny_bert, "adalora", replace(SETTINGS, orth_reg_weight=weight))
+    loss, mse = objective_and_mse(model)
+    with torch.no_grad():
+        penalty = adalora_orthogonality(model)
+    assert penalty > 0
+    if weight:
+        torch.testing.assert_close(loss, mse + weight * penalty, rtol=1e-6, atol=0)
+        assert loss > mse + 1.0
+    else:
+        assert method_penalty(model) is None
+        assert torch.equal(loss, mse)  # exactly the MSE
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "adalora"])
+def test_other_methods_have_no_penalty(tiny_bert, method):
+    model = rater(tiny_bert, method)
+    assert method_penalty(model) is None
+    loss, mse = objective_and_mse(model)
+    assert torch.equal(loss, mse)

@@ -169,6 +169,20 @@ def test_gradient_accumulation_matches_the_doubled_batch():
         torch.testing.assert_close(x, y, atol=2e-5, rtol=1e-4, msg=name)
 
 
+def test_penalty_is_added_once_per_step_and_trained():
+    data = pairs(16, seed=2)
+    plain = Trainer(rater(dropout=0.0), config(epochs=1, grad_accum=2), data).fit()
+    shifted = Trainer(rater(dropout=0.0), config(epochs=1, grad_accum=2), data,
+                      penalty=lambda model: torch.tensor(0.25)).fit()
+    assert shifted[0]["train_loss"] == pytest.approx(plain[0]["train_loss"] + 0.25, rel=1e-6)
+    without, with_ = (Trainer(rater(dropout=0.0), config(epochs=1, lr=0.05), data,
+                              penalty=penalty)
+                      for penalty in (None, lambda model: 1e3 * model.head.weight.pow(2).sum()))
+    without.fit()
+    with_.fit()  # the penalty's gradient pulls the head's weights towards 0
+    assert with_.model.head.weight.norm() < 0.75 * without.model.head.weight.norm()
+
+
 def _ddp_worker(rank: int, world: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
