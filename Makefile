@@ -55,8 +55,11 @@ book-student: env assets
 	$(BIN)/python -m llmrec_lab.editions strip-sources $(STUDENT)/html
 	$(BIN)/python -m llmrec_lab.editions strip --out $(STUDENT) $(NOTEBOOKS)
 
+# One thread per worker: two pytest workers share two cores, and torch's threads then mostly
+# wait on each other (one MiniLM training step: 5.1 s on two threads beside a busy process,
+# 1.2 s on one).
 test: env
-	LLMREC_PROFILE=ci $(BIN)/python -m pytest -n 2 --dist loadfile tests $(if $(NOTEBOOKS),--nbval-lax $(NOTEBOOKS))
+	LLMREC_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile tests $(if $(NOTEBOOKS),--nbval-lax $(NOTEBOOKS))
 
 # Refresh the pins after a deliberate upgrade: make constraints
 constraints: env
