@@ -1,19 +1,28 @@
 """Cross-modal fusion: the user's representation attends over the candidate item's modalities.
 
-The source's fusion step, ``h_u^i = Attention(x_u, i)``, taken literally:
+The source's fusion step, ``h_u^i = Attention(x_u, i)``, with the user as the query and the
+item's modalities as the tokens:
 
-- **the user** ``x_u`` is a query vector: a learned user-ID embedding plus, for each content
-  modality in use, the user's *history profile*, the mean of the (frozen) embeddings of the
-  items they rated, weighted by the rating minus their mean rating (liked items pull towards,
-  disliked items push away);
-- **the item** ``i`` is a set of modality tokens: its text embedding (MiniLM), its image
-  embedding (a torchvision backbone) and its item-ID embedding, each projected to ``dim``;
-- **attention**: ``h = sum_a softmax_a(q . k_a / sqrt(dim)) v_a`` over the item's tokens, so
-  each user weighs the modalities differently; the rating is ``mu + b_u + (w + W_p x_u) . h``.
+- **the item** ``i`` is a set of modality tokens ``k_a``: its text embedding (MiniLM), its image
+  embedding (a torchvision backbone), its KG vector ``Concat(e_i, r_i)`` (pykeen) and its
+  item-ID embedding, each projected to ``dim``;
+- **the user in each modality** ``p_a``: for content, the user's *history profile*, the mean of
+  the (frozen) embeddings of the items they rated, weighted by the rating minus their mean
+  rating (liked items pull towards, disliked items push away), projected like the items; for
+  the ID, a user embedding. The query ``x_u`` is the sum of these parts;
+- **values** ``v_a = p_a * k_a``: how well the item matches the user in that modality;
+- **attention**: ``h = A * sum_a softmax_a(W_q x_u . kappa_a / sqrt(dim)) v_a`` over the ``A``
+  tokens, where the key ``kappa_a`` is learned per modality and per presence, so the weights are
+  each user's trust in each of the item's modalities (equal weights make ``h`` a plain sum);
+  the rating is ``mu + b_u + sum_a c_a(z_a) + b_i + w . h``.
 
-Two alternatives replace the attention step: ``concat`` (one linear map of all tokens side by
-side, the same for every user) and ``gating`` (each token scaled by its own sigmoid gate, which
-reads the user and the token; the gates need not sum to one).
+Values that are matches, not the item tokens themselves, and keys that do not read the item's
+content: both came from measurements. The first version (item tokens as values, content keys)
+did no better than text alone on cold items and was hurt by the image (Chapter 3.2).
+
+Two alternatives replace the attention step: ``concat`` (one linear map of all values side by
+side, the same for every user) and ``gating`` (each value scaled by its own sigmoid gate, which
+reads the user and the token's key; the gates need not sum to one).
 
 Missing modalities are explicit. An item without an image, an item never rated in training (no
 ID embedding worth the name: a cold item), a user without a history or an unknown user: each
