@@ -40,8 +40,10 @@ $(VENDOR)/.done: Makefile
 
 # --all: a fresh Sphinx environment every time, so that a warning in an unchanged page still fails
 # the build, and a changed _toc.yml cannot trip over a stale one. Executed notebooks stay cached.
+# TQDM_DISABLE: progress bars (ours and transformers') would print hundreds of stderr lines into
+# the rendered pages; a reader running the notebook still gets them.
 book: env assets
-	$(BIN)/jupyter-book build . --all --warningiserror --keep-going
+	TQDM_DISABLE=1 $(BIN)/jupyter-book build . --all --warningiserror --keep-going
 
 # The student edition: sphinx-exercise's hide_solutions, and the notebooks and the pages' download
 # copies (html/_sources) without their {solution} blocks. Executed notebooks come from
@@ -50,7 +52,7 @@ STUDENT := _build/student
 book-student: env assets
 	rm -rf $(STUDENT)
 	$(BIN)/python -m llmrec_lab.editions student-config _config.yml $(STUDENT)/_config.yml
-	$(BIN)/jupyter-book build . --all --warningiserror --keep-going --config $(STUDENT)/_config.yml --path-output $(STUDENT)
+	TQDM_DISABLE=1 $(BIN)/jupyter-book build . --all --warningiserror --keep-going --config $(STUDENT)/_config.yml --path-output $(STUDENT)
 	mv $(STUDENT)/_build/html $(STUDENT)/html && rm -rf $(STUDENT)/_build
 	$(BIN)/python -m llmrec_lab.editions strip-sources $(STUDENT)/html
 	$(BIN)/python -m llmrec_lab.editions strip --out $(STUDENT) $(NOTEBOOKS)
