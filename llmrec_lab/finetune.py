@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,7 @@ class FinetuneSettings:
     evals_per_epoch: int = 2  # points on the learning curves per epoch
     max_length: int = 128  # tokens per pair (the history is cut from the left)
     lr: float | None = None  # None: LEARNING_RATES[method]
+    head_lr: float | None = None  # the head's learning rate; None: the same as the encoder's
 
     @classmethod
     def from_profile(cls, profile: Profile | str | None = None, **overrides) -> FinetuneSettings:
@@ -62,6 +64,10 @@ class FinetuneSettings:
         sizes = dict(n_train=p.finetune_train, n_eval=p.finetune_eval, epochs=p.finetune_epochs,
                      max_history=p.max_history)
         return cls(**{**sizes, **overrides})
+
+
+SPLITS = ("train", "probe", "valid", "test")
+Features = Callable[[pd.DataFrame], np.ndarray]  # rating rows -> one row of numbers per rating
 
 
 @dataclass
@@ -72,7 +78,13 @@ class Examples:
     probe: tuple[list[Pair], np.ndarray]  # a sample of the training pairs, for the curves
     valid: tuple[list[Pair], np.ndarray]
     test: tuple[list[Pair], np.ndarray]
-    test_rows: pd.DataFrame  # the test ratings behind ``test``, for baselines and the oracle
+    rows: dict[str, pd.DataFrame]  # the ratings behind each of the four, by name
+    context: pd.DataFrame  # the ratings every pair's history is drawn from
+
+    @property
+    def test_rows(self) -> pd.DataFrame:
+        """The test ratings behind ``test``, for baselines and the oracle."""
+        return self.rows["test"]
 
 
 def _sample(frame: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -92,15 +104,13 @@ def make_examples(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
         raise ValueError(f"train, valid and test need ratings, got {len(train)}, {len(valid)}, "
                          f"{len(test)}")
     rng = np.random.default_rng(seed)
-    fit_rows = _sample(train, settings.n_train, rng)
-    probe_rows = _sample(fit_rows, settings.n_eval, rng)
-    test_rows = _sample(test, settings.n_eval, rng)
-
-    def pairs(rows: pd.DataFrame) -> tuple[list[Pair], np.ndarray]:
-        return build_examples(rows, items, settings.max_history, context=train)
-
-    return Examples(pairs(fit_rows), pairs(probe_rows), pairs(_sample(valid, settings.n_eval, rng)),
-                    pairs(test_rows), test_rows)
+    rows = {"train": _sample(train, settings.n_train, rng)}
+    rows["probe"] = _sample(rows["train"], settings.n_eval, rng)
+    rows["test"] = _sample(test, settings.n_eval, rng)
+    rows["valid"] = _sample(valid, settings.n_eval, rng)
+    pairs = {name: build_examples(r, items, settings.max_history, context=train)
+             for name, r in rows.items()}
+    return Examples(**{name: pairs[name] for name in SPLITS}, rows=rows, context=train)
 
 
 def split_world(world: World, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -146,10 +156,22 @@ class _CurveTrainer(Trainer):
         self.eval_seconds += time.perf_counter() - start
 
 
-def _dataset(tokenizer, data: tuple[list[Pair], np.ndarray], max_length: int) -> TextPairDataset:
+def _dataset(tokenizer, data: tuple[list[Pair], np.ndarray], max_length: int,
+             features: np.ndarray | None) -> TextPairDataset:
     pairs, targets = data
     return TextPairDataset.from_texts(tokenizer, [p[0] for p in pairs], [p[1] for p in pairs],
-                                      targets, max_length)
+                                      targets, max_length, features)
+
+
+def _features(features: Features, rows: pd.DataFrame, split: str) -> np.ndarray:
+    """``features(rows)`` checked: a finite 2-D array with one row per rating."""
+    x = np.asarray(features(rows), dtype=np.float32)
+    if x.ndim != 2 or len(x) != len(rows):
+        raise ValueError(f"features for the {split} pairs: expected one row per rating "
+                         f"({len(rows)}, d), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"features for the {split} pairs hold NaN or inf")
+    return x
 
 
 def _scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -159,27 +181,34 @@ def _scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 def run_method(method: str, examples: Examples, settings: FinetuneSettings | None = None,
                model_name: str | None = None, seed: int = 0,
-               method_config: MethodConfig | None = None) -> dict:
+               method_config: MethodConfig | None = None,
+               features: Features | None = None) -> dict:
     """Fine-tune a fresh rater with ``method`` on ``examples``; return the metrics dict.
 
-    ``model_name`` is any BERT-layout encoder (default: the bundled MiniLM).
+    ``model_name`` is any BERT-layout encoder (default: the bundled MiniLM). ``features`` maps
+    rating rows to one row of numbers each, which the rater's head reads beside the pooled
+    text (``Concat(h, features)``); Chapter 3.3 passes the items' KG vectors this way.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     settings = settings or FinetuneSettings()
     seed_everything(seed)
     y_train = examples.train[1]
-    model = PLMRater(model_name, rating_mean=float(np.mean(y_train)))
+    side = {name: None if features is None else _features(features, examples.rows[name], name)
+            for name in SPLITS}
+    model = PLMRater(model_name, rating_mean=float(np.mean(y_train)),
+                     n_features=0 if features is None else side["train"].shape[1])
     steps_per_epoch = math.ceil(len(y_train) / settings.batch_size)
     method_config = replace(method_config or MethodConfig(),
                             total_step=steps_per_epoch * settings.epochs)
     apply_method(model, method, method_config)
     trainable, total = trainable_parameters(model)
-    data = {name: _dataset(model.tokenizer, getattr(examples, name), settings.max_length)
-            for name in ("train", "probe", "valid", "test")}
+    data = {name: _dataset(model.tokenizer, getattr(examples, name), settings.max_length,
+                           side[name]) for name in SPLITS}
     lr = settings.lr or LEARNING_RATES[method]
     # Not compiled, so no bucket lengths: each batch is padded to its own longest text only.
     config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=lr,
+                         head_lr=settings.head_lr,
                          eval_every=max(1, steps_per_epoch // settings.evals_per_epoch),
                          eval_batch_size=64, bucket_lengths=None, seed=seed)
     trainer = _CurveTrainer(model, config, data["train"], data["valid"], method_step_hook,
@@ -189,9 +218,10 @@ def run_method(method: str, examples: Examples, settings: FinetuneSettings | Non
     train_seconds = time.perf_counter() - start - trainer.eval_seconds
     predictions = {**trainer.kept, "test": trainer.predict(data["test"])}
     scores = {name: _scores(data[name].labels.numpy(), predictions[name])
-              for name in ("probe", "valid", "test")}
+              for name in SPLITS[1:]}
     return {"method": method, "lr": lr, "trainable": trainable, "total": total,
-            "trainable_share": trainable / total, "state_bytes": state_bytes(model),
+            "trainable_share": trainable / total, "n_features": model.n_features,
+            "state_bytes": state_bytes(model),
             "seconds_per_epoch": train_seconds / settings.epochs,
             "train_rmse": scores["probe"]["rmse"], "valid_rmse": scores["valid"]["rmse"],
             "test_rmse": scores["test"]["rmse"], "test_mae": scores["test"]["mae"],

@@ -66,25 +66,33 @@ class TextPairDataset:
     """Tokenised text pairs and their ratings, as tensors that can live on the training device.
 
     Rows are stored padded to the longest text only so they fit one matrix; a batch is cut back
-    to its own bucket length by :meth:`batch`.
+    to its own bucket length by :meth:`batch`. Optional ``features`` (one row of numbers per
+    pair) travel with the batch to the model's ``features`` argument.
     """
 
     def __init__(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
-                 lengths: torch.Tensor, labels: torch.Tensor) -> None:
-        n = len(labels)
-        if not input_ids.shape[0] == token_type_ids.shape[0] == len(lengths) == n:
-            raise ValueError(f"input_ids, token_type_ids, lengths and labels must have the same "
-                             f"number of rows, got {input_ids.shape[0]}, "
-                             f"{token_type_ids.shape[0]}, {len(lengths)}, {n}")
+                 lengths: torch.Tensor, labels: torch.Tensor,
+                 features: torch.Tensor | None = None) -> None:
+        rows = {"input_ids": input_ids.shape[0], "token_type_ids": token_type_ids.shape[0],
+                "lengths": len(lengths), "labels": len(labels)}
+        if features is not None:
+            rows["features"] = features.shape[0]
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"every field needs one row per pair, got rows {rows}")
         self.input_ids, self.token_type_ids = input_ids, token_type_ids
         self.lengths, self.labels = lengths, labels.float()
+        self.features = None if features is None else features.float()
         self.lengths_cpu = lengths.cpu().numpy()  # batches are planned on the host, without syncs
 
     @classmethod
     def from_texts(cls, tokenizer: PreTrainedTokenizerBase, left: Sequence[str],
                    right: Sequence[str] | None, labels: Sequence[float],
-                   max_length: int = 128) -> TextPairDataset:
-        """Tokenise every pair once (truncated to ``max_length`` tokens, not padded)."""
+                   max_length: int = 128, features: np.ndarray | None = None) -> TextPairDataset:
+        """Tokenise every pair once (truncated to ``max_length`` tokens, not padded).
+
+        ``features``, one row of numbers per pair, reach the model as its ``features`` argument
+        (the KG vectors of Chapter 3.3, for example).
+        """
         n = len(left)
         if n == 0 or len(labels) != n or (right is not None and len(right) != n):
             raise ValueError(f"got {n} left texts, "
@@ -100,7 +108,8 @@ class TextPairDataset:
         for i, length in enumerate(lengths):
             ids[i, :length], tt[i, :length] = rows[i], types[i]
         return cls(torch.from_numpy(ids), torch.from_numpy(tt), torch.from_numpy(lengths),
-                   torch.as_tensor(np.asarray(labels, dtype=np.float32)))
+                   torch.as_tensor(np.asarray(labels, dtype=np.float32)),
+                   None if features is None else torch.as_tensor(features, dtype=torch.float32))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -115,15 +124,19 @@ class TextPairDataset:
         if self.input_ids.device == device:
             return self
         return TextPairDataset(self.input_ids.to(device), self.token_type_ids.to(device),
-                               self.lengths.to(device), self.labels.to(device))
+                               self.lengths.to(device), self.labels.to(device),
+                               None if self.features is None else self.features.to(device))
 
     def batch(self, idx: torch.Tensor, pad_to: int) -> dict[str, torch.Tensor]:
         """Gather rows ``idx`` (on the data's device) and cut them to ``pad_to`` tokens."""
         positions = torch.arange(pad_to, device=idx.device)
-        return {"input_ids": self.input_ids[idx, :pad_to].long(),
-                "attention_mask": (positions < self.lengths[idx, None]).long(),
-                "token_type_ids": self.token_type_ids[idx, :pad_to].long(),
-                "labels": self.labels[idx]}
+        batch = {"input_ids": self.input_ids[idx, :pad_to].long(),
+                 "attention_mask": (positions < self.lengths[idx, None]).long(),
+                 "token_type_ids": self.token_type_ids[idx, :pad_to].long(),
+                 "labels": self.labels[idx]}
+        if self.features is not None:
+            batch["features"] = self.features[idx]
+        return batch
 
 
 def plan_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
@@ -158,6 +171,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 64  # texts per process and micro-batch; DDP's global batch is x world size
     lr: float = 5e-5
+    head_lr: float | None = None  # for parameters named head.*: a new head may learn faster
     weight_decay: float = 0.01  # on matrices only, not on biases and LayerNorm weights
     warmup_ratio: float = 0.1  # fraction of the steps with a linear warmup, then linear decay to 0
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -228,12 +242,16 @@ class Trainer:
         return [self.device.index] if self.device.type == "cuda" else None
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in trainable if p.ndim >= 2],
-                   "weight_decay": self.config.weight_decay},
-                  {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.lr,
-                                 fused=self.device.type == "cuda")
+        """AdamW; weight decay on matrices only; ``head_lr`` for the head's parameters."""
+        cfg, groups = self.config, {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                head = cfg.head_lr is not None and name.startswith("head.")
+                key = (cfg.head_lr if head else cfg.lr, cfg.weight_decay if p.ndim >= 2 else 0.0)
+                groups.setdefault(key, []).append(p)
+        return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd}
+                                  for (lr, wd), ps in groups.items()],
+                                 lr=cfg.lr, fused=self.device.type == "cuda")
 
     def _compiled(self, model: nn.Module) -> nn.Module:
         if not self.config.compile:
@@ -269,8 +287,11 @@ class Trainer:
         self.model.train()
         if self.config.log_dir and self.is_main:
             self.writer = SummaryWriter(self.config.log_dir)
+        # Only rank 0 shows a bar. Passed explicitly, disable=False would override TQDM_DISABLE=1
+        # (make book's way of keeping bars out of the pages), so rank 0 passes nothing.
+        quiet = {} if self.is_main else {"disable": True}
         bar = tqdm(total=self.steps_per_epoch * self.config.epochs, initial=self.step,
-                   desc="train", disable=not self.is_main)
+                   desc="train", **quiet)
         try:
             self._loop(bar)
         finally:

@@ -120,6 +120,32 @@ def test_kept_predictions_are_those_of_the_restored_weights(tiny_bert, monkeypat
     assert checked == [True]
 
 
+def test_run_method_feeds_side_features_to_the_head(tiny_bert):
+    train, valid, test, items = frames()
+    examples = make_examples(train, valid, test, items, TINY)
+    seen = []
+
+    def item_number(rows: pd.DataFrame) -> np.ndarray:
+        seen.append(len(rows))
+        return rows[["item_id"]].to_numpy(np.float32) / 8
+
+    result = run_method("lora", examples, TINY, model_name=tiny_bert, features=item_number)
+    assert result["n_features"] == 1 and sorted(seen) == [8, 8, 8, 24]  # one call per split
+    assert run_method("lora", examples, TINY, model_name=tiny_bert)["n_features"] == 0
+
+
+@pytest.mark.parametrize("features, message", [
+    (lambda rows: np.zeros(len(rows)), r"train pairs: expected one row per rating \(24, d\)"),
+    (lambda rows: np.zeros((3, 2)), r"train pairs: expected one row per rating"),
+    (lambda rows: np.full((len(rows), 2), np.nan), "train pairs hold NaN"),
+])
+def test_run_method_names_bad_features(tiny_bert, features, message):
+    train, valid, test, items = frames()
+    with pytest.raises(ValueError, match=message):
+        run_method("lora", make_examples(train, valid, test, items, TINY), TINY, tiny_bert,
+                   features=features)
+
+
 def test_run_method_rejects_unknown_method(tiny_bert):
     train, valid, test, items = frames()
     with pytest.raises(ValueError, match="unknown method"):

@@ -12,7 +12,7 @@ from llmrec_lab.kg.build import TripleError, TripleSet, movielens_kg, world_kg
 from llmrec_lab.kg.embed import KGEConfig, KGEmbedding, random_baseline, train_kge
 from llmrec_lab.kg.extract import (gold_triples, lexicon_extract, paraphrase, plm_extract, score,
                                    spans)
-from llmrec_lab.models.kg_rater import KGRater, kg_features
+from llmrec_lab.models.kg_rater import KGRater, item_vectors, kg_features
 
 GOOD = ("item:1", "has_brand", "brand:Nordvik")
 
@@ -207,6 +207,30 @@ def test_kg_rater_predicts_cold_items_from_their_kg_neighbours(small_world):
     # scoring by training rows agrees with scoring by ids for items seen in training
     np.testing.assert_allclose(model._score(*model._encode(users, ids[1:6])),
                                model.score(users, ids[1:6]))
+
+
+def test_item_vectors_follow_the_rating_rows():
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    rows = pd.DataFrame({"item_id": [20, 10, 99, 20]})
+    np.testing.assert_array_equal(item_vectors(rows, [10, 20], vectors),
+                                  [[0, 1], [1, 0], [0, 0], [0, 1]])
+
+
+def test_affinity_follows_what_the_user_thought_of_the_items_neighbours():
+    # item 1 (never rated) is a neighbour of item 0 and far from item 2
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [-1.0, 0.0], [0.0, -1.0]])
+    ratings = pd.DataFrame({"user_id": [0, 0, 1, 1, 2, 2],
+                            "item_id": [0, 2, 0, 2, 0, 3],
+                            "rating": [5.0, 1.0, 1.0, 5.0, 3.0, 3.0],
+                            "timestamp": np.arange(6)})
+    model = KGRater([0, 1, 2, 3], {"kg": vectors}, epochs=1)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.affinities([0], [1])
+    a = model.fit(ratings).affinities([0, 1, 9], [1, 1, 1])
+    assert a.shape == (3, 2)
+    assert a[0, 0] > 0.3 and a[1, 0] < -0.3  # liked item 0 / disliked it
+    assert a[2].tolist() == [0.0, 0.0]  # an unknown user has no history
+    assert a[0, 1] == pytest.approx(a[1, 1]) and a[0, 1] > 0  # same support: items 0 and 2
 
 
 def test_cli_kg_json(capsys, tmp_path, monkeypatch):

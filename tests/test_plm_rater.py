@@ -86,6 +86,23 @@ def test_forward_shape_and_mean_offset(tiny_bert):
     assert model.encoder.pooler is None  # mean pooling replaces it
 
 
+def test_head_reads_concat_of_pooled_text_and_features(tiny_bert):
+    model = PLMRater(tiny_bert, rating_mean=3.0, n_features=2).eval()
+    pairs = [("liked: a (5/5)", "b"), ("no ratings yet", "c d e")]
+    features = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
+    head = model.head[1]
+    hidden = head.in_features - 2
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    with torch.no_grad():
+        head.weight[0, hidden:] = torch.tensor([0.5, -0.25])  # the head reads the features only
+    np.testing.assert_allclose(predict(model, pairs, features=features), [3.5, 2.5], atol=1e-6)
+    with pytest.raises(ValueError, match="reads 2 features per pair, got 0"):
+        predict(model, pairs)
+    with pytest.raises(ValueError, match="reads 0 features per pair, got 2"):
+        predict(PLMRater(tiny_bert), pairs, features=features)
+
+
 def test_predict_ignores_batch_neighbours(tiny_bert):
     model = PLMRater(tiny_bert)
     short = ("liked: x (4/5)", "y")

@@ -70,6 +70,33 @@ def config(**kw) -> TrainConfig:
     return TrainConfig(**{"epochs": 2, "batch_size": 8, "lr": 1e-3, **kw})
 
 
+def test_features_travel_with_their_rows_and_are_checked():
+    left, right = ["a", "b c", "d e f"], ["x", "y", "z"]
+    features = np.arange(6, dtype=np.float32).reshape(3, 2)
+    data = TextPairDataset.from_texts(tokenizer(), left, right, [1.0, 2.0, 3.0],
+                                      features=features)
+    batch = data.batch(torch.tensor([2, 0]), pad_to=data.width)
+    torch.testing.assert_close(batch["features"], torch.tensor([[4.0, 5.0], [0.0, 1.0]]))
+    assert "features" not in TextPairDataset.from_texts(tokenizer(), left, right,
+                                                        [1.0, 2.0, 3.0]).batch(
+        torch.tensor([0]), pad_to=2)
+    with pytest.raises(ValueError, match="one row per pair.*'features': 2"):
+        TextPairDataset.from_texts(tokenizer(), left, right, [1.0, 2.0, 3.0],
+                                   features=features[:2])
+
+
+def test_head_lr_applies_to_the_head_only(data):
+    model = rater()
+    trainer = Trainer(model, config(head_lr=0.5), data[0])
+    lr_of = {id(p): g["initial_lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert lr_of[id(p)] == (0.5 if name.startswith("head.") else 1e-3), name
+    decay = {id(p): g["weight_decay"] for g in trainer.optimizer.param_groups
+             for p in g["params"]}
+    assert decay[id(model.head.weight)] == 0.01 and decay[id(model.head.bias)] == 0.0
+    assert len(Trainer(rater(), config(), data[0]).optimizer.param_groups) == 2
+
+
 def test_loss_decreases_and_tensorboard_logs(data, tmp_path):
     train, valid = data
     history = Trainer(rater(), config(epochs=6, log_dir=str(tmp_path)), train, valid).fit()

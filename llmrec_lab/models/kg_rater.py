@@ -135,6 +135,13 @@ class KGRater(RatingModel):
             out += [num / (self.lam + den), np.log1p(den)]
         return np.stack(out, axis=1)
 
+    def affinities(self, user_ids, item_ids) -> np.ndarray:
+        """``(n, 2 * blocks)``: each pair's affinity and log(1 + support) per block, the numbers
+        the MLP reads; a PLM rater's head can read them too (Chapter 3.3)."""
+        if not hasattr(self, "mlp_"):
+            raise RuntimeError("KGRater is not fitted; call fit(ratings) first")
+        return self._inputs(np.asarray(user_ids), np.asarray(item_ids))[:, 1:]
+
     def _predict(self, base: np.ndarray, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             correction = self.mlp_(torch.as_tensor(x, dtype=torch.float32)).squeeze(-1)
@@ -158,6 +165,17 @@ class KGRater(RatingModel):
         cols[known] = self.item_ids.get_indexer(self.items_[i[known]])
         base = self.base_._score(u, i)  # same id indexing: both indexed the same ratings
         return self._predict(base, self._affinities(u, cols)).reshape(shape)
+
+
+def item_vectors(rows: pd.DataFrame, item_ids, vectors: np.ndarray) -> np.ndarray:
+    """Each rating's item vector (``vectors[k]`` describes ``item_ids[k]``; zeros if absent).
+
+    With :func:`kg_features` as ``vectors`` this is the source's ``Concat(e_i, r_i)`` per pair.
+    """
+    cols = pd.Index(item_ids).get_indexer(rows["item_id"])
+    out = np.zeros((len(rows), vectors.shape[1]), dtype=np.float32)
+    out[cols >= 0] = vectors[cols[cols >= 0]]
+    return out
 
 
 def _positions(index: pd.Index, ids: np.ndarray) -> np.ndarray:

@@ -105,11 +105,13 @@ class PLMRater(nn.Module):
 
     ``name`` is any BERT-family model (default: the bundled MiniLM). Pass the training mean as
     ``rating_mean`` (a buffer, saved with the model): the first predictions are then sensible and
-    the head only has to learn deviations from it.
+    the head only has to learn deviations from it. With ``n_features > 0`` the head reads
+    ``Concat(h, features)``, the pooled vector and that many numbers per pair: the source's
+    ``h_kg = Concat(h, e_i, r_i)`` when the numbers are the item's KG vectors (Chapter 3.3).
     """
 
     def __init__(self, name: str | None = None, rating_mean: float = 0.0,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, n_features: int = 0) -> None:
         super().__init__()
         self.model_name = canonical_model_name(name)
         self.encoder = AutoModel.from_pretrained(resolve_model_path(name))
@@ -118,31 +120,46 @@ class PLMRater(nn.Module):
             # trainable under full fine-tuning yet never receive a gradient.
             self.encoder.pooler = None
         self.tokenizer = load_tokenizer(name)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, 1))
+        self.n_features = n_features
+        hidden = self.encoder.config.hidden_size
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden + n_features, 1))
+        # The features start at weight 0: the untrained rater is the text-only one, and features
+        # the training cannot use add no noise (randomly weighted, 64 KG columns added ~0.2 sd).
+        nn.init.zeros_(self.head[1].weight[:, hidden:])
         self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
         self.method: str | None = None  # these two are set by llmrec_lab.peft.apply_method
         self.method_config: object | None = None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,) predicted ratings for a tokenized batch of text pairs."""
+                token_type_ids: torch.Tensor | None = None,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) predicted ratings for a tokenized batch of text pairs (and their features)."""
+        given = 0 if features is None else features.shape[-1]
+        if given != self.n_features:
+            raise ValueError(f"this rater's head reads {self.n_features} features per pair, "
+                             f"got {given}")
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids).last_hidden_state
         pooled = mean_pool(states, attention_mask)
+        if features is not None:
+            pooled = torch.cat([pooled, features.to(pooled.dtype)], dim=-1)
         return self.head(pooled).squeeze(-1) + self.rating_mean
 
 
 def predict(model: PLMRater, pairs: Sequence[Pair], batch_size: int = 64,
-            max_length: int = 256) -> np.ndarray:
-    """Predicted ratings for text pairs, in eval mode (no dropout), in order."""
+            max_length: int = 256, features: np.ndarray | None = None) -> np.ndarray:
+    """Predicted ratings for text pairs (with a row of ``features`` each, if the head reads
+    them), in eval mode (no dropout), in order."""
     was_training = model.training
     model.eval()
     device = model.rating_mean.device
     out = []
     with torch.inference_mode():
         for start in range(0, len(pairs), batch_size):
-            batch = tokenize(model.tokenizer, pairs[start:start + batch_size], max_length)
-            out.append(model(**batch.to(device)).float().cpu().numpy())
+            batch = dict(tokenize(model.tokenizer, pairs[start:start + batch_size], max_length))
+            if features is not None:
+                batch["features"] = torch.as_tensor(features[start:start + batch_size])
+            out.append(model(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
 
