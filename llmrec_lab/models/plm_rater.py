@@ -124,7 +124,8 @@ class PLMRater(nn.Module):
         hidden = self.encoder.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden + n_features, 1))
         # The features start at weight 0: the untrained rater is the text-only one, and features
-        # the training cannot use add no noise (randomly weighted, 64 KG columns added ~0.2 sd).
+        # the training cannot use add no noise. (At the default init, 64 unit-variance KG columns
+        # would add noise of sd sqrt(64 / (3 * 448)) = 0.22 stars to every first prediction.)
         nn.init.zeros_(self.head[1].weight[:, hidden:])
         self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
         self.method: str | None = None  # these two are set by llmrec_lab.peft.apply_method
