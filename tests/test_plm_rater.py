@@ -90,6 +90,9 @@ def test_head_reads_concat_of_pooled_text_and_features(tiny_bert):
     model = PLMRater(tiny_bert, rating_mean=3.0, n_features=2).eval()
     pairs = [("liked: a (5/5)", "b"), ("no ratings yet", "c d e")]
     features = np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32)
+    # untrained, the features have weight 0: the rater is the text-only one
+    np.testing.assert_allclose(predict(model, pairs, features=features),
+                               predict(model, pairs, features=np.zeros_like(features)))
     head = model.head[1]
     hidden = head.in_features - 2
     torch.nn.init.zeros_(head.weight)
