@@ -79,7 +79,6 @@ class Examples:
     valid: tuple[list[Pair], np.ndarray]
     test: tuple[list[Pair], np.ndarray]
     rows: dict[str, pd.DataFrame]  # the ratings behind each of the four, by name
-    context: pd.DataFrame  # the ratings every pair's history is drawn from
 
     @property
     def test_rows(self) -> pd.DataFrame:
@@ -110,7 +109,7 @@ def make_examples(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
     rows["valid"] = _sample(valid, settings.n_eval, rng)
     pairs = {name: build_examples(r, items, settings.max_history, context=train)
              for name, r in rows.items()}
-    return Examples(**{name: pairs[name] for name in SPLITS}, rows=rows, context=train)
+    return Examples(**{name: pairs[name] for name in SPLITS}, rows=rows)
 
 
 def split_world(world: World, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

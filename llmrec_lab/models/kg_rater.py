@@ -135,11 +135,14 @@ class KGRater(RatingModel):
             out += [num / (self.lam + den), np.log1p(den)]
         return np.stack(out, axis=1)
 
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "mlp_"):
+            raise RuntimeError("KGRater is not fitted; call fit(ratings) first")
+
     def affinities(self, user_ids, item_ids) -> np.ndarray:
         """``(n, 2 * blocks)``: each pair's affinity and log(1 + support) per block, the numbers
         the MLP reads; a PLM rater's head can read them too (Chapter 3.3)."""
-        if not hasattr(self, "mlp_"):
-            raise RuntimeError("KGRater is not fitted; call fit(ratings) first")
+        self._check_fitted()
         return self._inputs(np.asarray(user_ids), np.asarray(item_ids))[:, 1:]
 
     def _predict(self, base: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -153,8 +156,7 @@ class KGRater(RatingModel):
         u, i = np.asarray(user_ids), np.asarray(item_ids)
         shape = np.broadcast_shapes(u.shape, i.shape)
         u, i = (np.broadcast_to(a, shape).ravel() for a in (u, i))
-        if not hasattr(self, "mlp_"):
-            raise RuntimeError("KGRater is not fitted; call fit(ratings) first")
+        self._check_fitted()
         return self._predict(self.base_.score(u, i), self._inputs(u, i)).reshape(shape)
 
     def _score(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
