@@ -25,18 +25,35 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test]"
 	touch $@
 
-# MathJax and mermaid come from the npm registry and are served from the book's own files:
-# no CDN is reachable offline, in CI, or for a reader without internet.
-assets: $(VENDOR)/.done
+# The Chinese text (the glossary's terms, and its title in every page's navigation) is drawn in
+# Noto Sans SC, regular, cut by fontTools down to the characters the pages use (about 40 kB instead
+# of 1.5 MB), and cut again whenever a page changes; the same pages give the same bytes.
+# _static/cjk.css serves it for CJK characters. fontTools comes into .venv with matplotlib, hence
+# the environment first. CJK_SOURCE_SHA256 pins the font that npm fetched.
+CJK_SOURCE := $(NPM_DIR)/node_modules/@fontsource/noto-sans-sc/files/noto-sans-sc-chinese-simplified-400-normal.woff
+CJK_SOURCE_SHA256 := dc20a86875ff056a6332c353bc9a82d199bb2e5aae1d444f912c1fbff783bfa5
+CJK_FONT := $(VENDOR)/noto-sans-sc-subset.woff
+PAGES := $(wildcard book/*.md) $(NOTEBOOKS)
+
+# MathJax, mermaid and the Chinese font come from the npm registry and are served from the book's
+# own files: no CDN is reachable offline, in CI, or for a reader without internet.
+assets: $(VENDOR)/.done $(CJK_FONT)
 $(VENDOR)/.done: Makefile
 	mkdir -p $(NPM_DIR)
-	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) mathjax@3.2.2 mermaid@11.12.1
+	npm install --silent --no-audit --no-fund --prefix $(NPM_DIR) mathjax@3.2.2 mermaid@11.12.1 \
+		@fontsource/noto-sans-sc@5.3.0
+	echo "$(CJK_SOURCE_SHA256)  $(CJK_SOURCE)" | sha256sum --check --quiet
 	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/mermaid/chunks
 	cp -r $(NPM_DIR)/node_modules/mathjax/es5 $(VENDOR)/mathjax
 	cp $(NPM_DIR)/node_modules/mermaid/dist/mermaid.esm.min.mjs $(VENDOR)/mermaid/
 	cp -r $(NPM_DIR)/node_modules/mermaid/dist/chunks/mermaid.esm.min $(VENDOR)/mermaid/chunks/
 	find $(VENDOR) -name '*.map' -delete
 	touch $@
+
+$(CJK_FONT): $(VENDOR)/.done $(PAGES) | $(STAMP)
+	$(BIN)/fonttools subset $(CJK_SOURCE) $(addprefix --text-file=,$(PAGES)) --flavor=woff \
+		--output-file=$@.tmp
+	mv $@.tmp $@
 
 # --all: a fresh Sphinx environment every time, so that a warning in an unchanged page still fails
 # the build, and a changed _toc.yml cannot trip over a stale one. Executed notebooks stay cached.

@@ -1,7 +1,8 @@
 """The ``llmrec-lab`` command: environment info, world generation, and evaluation protocols.
 
 Each subcommand is a thin wrapper over library functions a notebook can call too; with
-``--json`` the last line of output is one JSON object, so scripts and tests can read it.
+``--json`` the last line of output is one JSON object, so scripts and tests can read it. Any
+error ends the command with one line on stderr and exit code 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import platform
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.config import PROFILES, get_profile, pick_device
+from llmrec_lab.config import (PROFILES, ParameterError, Range, get_profile, parse_setting,
+                               pick_device)
 
 PACKAGES = ("llmrec-lab", "torch", "torchvision", "transformers", "peft", "pykeen", "numpy",
             "pandas")
@@ -27,6 +29,20 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _in(allowed: Range) -> Callable[[str], int | float]:
+    """An argparse type for numbers in ``allowed``, so a bad option fails before any work."""
+    def convert(text: str) -> int | float:
+        value = allowed.parse(text)
+        if not allowed.accepts(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: use {allowed.describe()}")
+        return value
+    return convert
+
+
+SEED = _in(Range(int, 0))
+COUNT = _in(Range(int, 1))
 
 
 def _package_version(name: str) -> str:
@@ -53,14 +69,17 @@ def cmd_info(args: argparse.Namespace) -> dict:
     return info
 
 
-def _parse_overrides(pairs: Sequence[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _parse_overrides(pairs: Sequence[str]) -> dict[str, int | float]:
+    """``--set KEY=VALUE`` pairs as checked world parameters (the world's name and seed have
+    their own arguments)."""
+    from llmrec_lab.data.world import WHAT, WorldConfig
+
+    out: dict[str, int | float] = {}
     for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:  # an integer stays one: sizes such as n_users must not become floats
-            out[key] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            raise ValueError(f"--set {pair!r}: expected KEY=NUMBER") from None
+        key, value = parse_setting(WorldConfig, pair, WHAT)
+        if key in ("name", "seed"):
+            raise ParameterError(f"--set {pair!r}: the world's {key} has its own argument")
+        out[key] = value
     return out
 
 
@@ -73,11 +92,12 @@ def cmd_world(args: argparse.Namespace) -> dict:
     world = make_world(args.name, args.profile, seed=args.seed, **overrides)
     out = world.save(args.out)
     oracle = world.oracle_predict(world.ratings)
+    error = oracle - world.ratings["rating"].to_numpy()
     summary = {"world": args.name, "profile": get_profile(args.profile).name, "seed": args.seed,
                "out": str(out), "users": world.config.n_users, "items": world.config.n_items,
                "days": world.config.n_days, "ratings": len(world.ratings),
                "triples": len(world.triples),
-               "oracle_rmse": float(np.sqrt(np.mean((oracle - world.ratings["rating"]) ** 2))),
+               "oracle_rmse": float(np.sqrt(np.mean(error**2))) if len(error) else None,
                "seconds": round(time.perf_counter() - start, 2)}
     if not args.json:
         print(f"wrote {summary['ratings']} ratings, {summary['triples']} triples to {out}")
@@ -145,6 +165,7 @@ def cmd_fusion(args: argparse.Namespace) -> dict:
     features = world_item_features(world, modalities=modalities, kg=kge)
     result = run_fusion(world, features, modalities, args.setting, seed=args.seed,
                         fusion=args.fusion, epochs=profile.mf_epochs)
+    del result["test_ratings"], result["test_predictions"]  # per rating: for chapters
     result.update(world=args.world, profile=profile.name, fusion=args.fusion,
                   sources=features.sources, seconds=round(time.perf_counter() - start, 2))
     if not args.json:
@@ -188,8 +209,6 @@ def cmd_lus(args: argparse.Namespace) -> dict:
     from llmrec_lab.lus.metrics import report
     from llmrec_lab.lus.simulator import simulate
 
-    if args.days < 1:
-        raise ValueError(f"--days must be at least 1, got {args.days}")
     profile = get_profile(args.profile)
     start = time.perf_counter()
     world = make_world(args.world, profile, seed=args.seed)
@@ -211,9 +230,6 @@ def _finetune_settings(args: argparse.Namespace):
 
     overrides = {field: value for field, value in (("n_train", args.train), ("n_eval", args.eval),
                                                    ("epochs", args.epochs)) if value is not None}
-    for field, value in overrides.items():
-        if value < 1:
-            raise ValueError(f"{field} must be at least 1, got {value}")
     return FinetuneSettings.from_profile(args.profile, **overrides)
 
 
@@ -250,6 +266,7 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     world = make_world(args.world, args.profile, seed=args.seed)
     examples = make_examples(*split_world(world, args.seed), world.items, settings, args.seed)
     result = run_method(args.method, examples, settings, args.encoder, args.seed)
+    del result["test_predictions"]  # one number per test pair: for chapters, not the summary
     result.update(world=args.world, profile=get_profile(args.profile).name, seed=args.seed,
                   oracle_rmse=rmse(examples.test[1], world.oracle_predict(examples.test_rows)),
                   seconds=round(time.perf_counter() - start, 2))
@@ -264,10 +281,10 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
 def _add_finetune_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=list(PROFILES), default=None,
                         help="sizes the fine-tuning budget (and a world)")
-    parser.add_argument("--train", type=int, default=None, help="training pairs (default: profile)")
-    parser.add_argument("--eval", type=int, default=None,
+    parser.add_argument("--train", type=COUNT, default=None, help="training pairs (default: profile)")
+    parser.add_argument("--eval", type=COUNT, default=None,
                         help="pairs in each evaluation sample (default: profile)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: profile)")
+    parser.add_argument("--epochs", type=COUNT, default=None, help="epochs (default: profile)")
     parser.add_argument("--encoder", default=None,
                         help="BERT-family model name or folder (default: the bundled MiniLM)")
 
@@ -277,7 +294,7 @@ def _add_world_run_args(parser: argparse.ArgumentParser, world: str,
     """--world, --profile and --seed; with ``experiment``, also --setting and --set."""
     parser.add_argument("--world", choices=["shop", "screen"], default=world)
     parser.add_argument("--profile", choices=list(PROFILES), default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     if experiment:
         parser.add_argument("--setting", choices=["warm", "cold"], default="cold",
                             help="warm: random split of ratings; cold: held-out items")
@@ -287,6 +304,8 @@ def _add_world_run_args(parser: argparse.ArgumentParser, world: str,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="llmrec-lab", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the Python traceback instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     info = sub.add_parser("info", help="versions, device, profile, offline models")
@@ -295,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     world = sub.add_parser("world", help="generate a synthetic world and write its files")
     world.add_argument("name", choices=["shop", "screen"])
     world.add_argument("--profile", choices=list(PROFILES), default=None)
-    world.add_argument("--seed", type=int, default=0)
+    world.add_argument("--seed", type=SEED, default=0)
     world.add_argument("--out", required=True, help="directory to write the world into")
     world.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a world parameter, e.g. --set image=0 (repeatable)")
@@ -311,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True,
                     help="global-mean, biases, mf, or a fine-tuned PLM rater plm-<method> "
                          "(method: full, lora, adalora, ia3, prefix, adapter)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=SEED, default=0)
     _add_finetune_args(ev)
     ev.set_defaults(run=cmd_evaluate)
 
@@ -319,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--world", choices=["shop", "screen"], default="shop")
     ft.add_argument("--method", choices=["full", "lora", "adalora", "ia3", "prefix", "adapter"],
                     default="lora")
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--seed", type=SEED, default=0)
     _add_finetune_args(ft)
     ft.set_defaults(run=cmd_finetune)
 
@@ -327,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_world_run_args(lus, "shop")
     lus.add_argument("--policy", choices=["random", "greedy", "mmr", "calibrated", "lus",
                                           "learned", "oracle"], default="greedy")
-    lus.add_argument("--days", type=int, default=60)
+    lus.add_argument("--days", type=COUNT, default=60)
     lus.set_defaults(run=cmd_lus)
 
     fu = sub.add_parser("fusion", help="cross-modal fusion of text, image and ID features")
@@ -349,6 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: Exception) -> str:
+    """An exception as one line: the message of the errors the library raises on bad input,
+    the exception's type too for anything unexpected."""
+    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    if not isinstance(err, (ValueError, OSError, KeyError)):
+        message = f"{type(err).__name__}: {message}" if message else type(err).__name__
+    return " ".join(str(message).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -356,8 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.protocol = "u1-u5" if args.dataset == "ml-100k" else "kfold5"
     try:
         result = args.run(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"llmrec-lab {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:  # every failure becomes one line unless --debug asks for more
+        if args.debug:
+            raise
+        print(f"llmrec-lab {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))

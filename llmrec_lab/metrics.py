@@ -22,9 +22,16 @@ import pandas as pd
 Relevance = Set[int] | Mapping[int, float]
 
 
-def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Root mean squared error: punishes large misses more than :func:`mae` does."""
+def rmse(y_true: np.ndarray, y_pred: np.ndarray,
+         clip: tuple[float, float] | None = None) -> float:
+    """Root mean squared error: punishes large misses more than :func:`mae` does.
+
+    ``clip=(low, high)`` first clips the predictions to the rating scale, as a reported rating
+    would be; whatever early-stops a model should read the RMSE under the same rule it reports.
+    """
     a, b = _paired(y_true, y_pred)
+    if clip is not None:
+        b = np.clip(b, *clip)
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
@@ -121,11 +128,16 @@ def ranking_report(scores: np.ndarray, relevant: Sequence[Relevance], k: int,
     ``exclude`` holds items the user already saw in training: they are never recommended, so a
     model is not rewarded for repeating them. Both hold item ids, which are the column
     positions unless ``item_ids`` names the id of each column. Users with no relevant items are
-    skipped; ``"users"`` in the result says how many were averaged.
+    skipped; ``"users"`` in the result says how many were averaged. A NaN score is refused: it
+    has no place in a ranking, and dropping it would quietly shorten that user's list.
     """
     scores = np.array(scores, dtype=np.float64)  # a copy: excluded cells are overwritten
     if len(relevant) != scores.shape[0]:
         raise ValueError(f"{len(relevant)} relevant sets for {scores.shape[0]} score rows")
+    nan_rows = int(np.isnan(scores).any(axis=1).sum())
+    if nan_rows:
+        raise ValueError(f"scores hold NaN in {nan_rows} of {scores.shape[0]} user rows; "
+                         "score every item or drop those users first")
     ids = np.arange(scores.shape[1]) if item_ids is None else np.asarray(item_ids)
     if exclude is not None:
         _mask_seen(scores, exclude, pd.Index(ids))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+from llmrec_lab.io import atomic_folder
 from llmrec_lab.models.plm_rater import PLMRater
 
 METHODS = ("full", "lora", "adalora", "ia3", "prefix", "adapter")
@@ -254,32 +254,23 @@ def _method_state(model: PLMRater) -> dict[str, torch.Tensor]:
     return state
 
 
-def _atomic(path: Path, write) -> None:
-    """Run ``write(tmp)`` then rename tmp over ``path``: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_method(model: PLMRater, directory: str | os.PathLike) -> Path:
-    """Write ``method.safetensors`` (trainable tensors) and ``method.json`` into ``directory``."""
+    """Write ``method.safetensors`` (trainable tensors) and ``method.json`` as ``directory``.
+
+    Both files appear together or not at all (:func:`llmrec_lab.io.atomic_folder`), and
+    ``directory`` must be absent, empty or a method saved before.
+    """
     if model.method is None:
         raise ValueError("this rater has no method; call apply_method first")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous().cpu() for k, v in _method_state(model).items()}
-    _atomic(directory / WEIGHTS, lambda tmp: save_file(state, tmp))
     meta = {"method": model.method, "config": asdict(model.method_config),
             "model": model.model_name}
     if model.method == "adalora":  # the ranks AdaLoRA kept, which later steps keep masking to
         meta["rank_pattern"] = _adalora_config(model).rank_pattern
-    _atomic(directory / CONFIG, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
-    return directory
+    with atomic_folder(directory, f"{model.method} method") as tmp:
+        save_file(state, tmp / WEIGHTS)
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=1))
+    return Path(directory)
 
 
 def load_method(base_model: PLMRater, directory: str | os.PathLike) -> PLMRater:

@@ -37,8 +37,6 @@ import contextlib
 import math
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -55,6 +53,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
 from llmrec_lab.config import pick_device, pick_dtype, seed_everything
+from llmrec_lab.io import atomic_folder, claim_folder, remove_folder
 from llmrec_lab.metrics import mae, rmse
 
 StepHook = Callable[[nn.Module, int], None]
@@ -181,6 +180,8 @@ class TrainConfig:
     bucket_lengths: tuple[int, ...] | None = (32, 48, 64, 96, 128)  # None: pad to batch's longest
     sort_chunk: int = 50  # batches per sorting chunk: larger pads less but mixes lengths less
     patience: int | None = None  # evaluations without a better validation RMSE before stopping
+    clip: tuple[float, float] | None = None  # rating scale: evaluation clips predictions to it,
+    # so early stopping reads the RMSE that is reported
     eval_every: int | None = None  # steps between evaluations and checkpoints; None: each epoch
     eval_batch_size: int = 256
     checkpoint_dir: str | None = None  # fit() resumes from the latest checkpoint found here
@@ -427,13 +428,16 @@ class Trainer:
     def evaluate(self, data: TextPairDataset) -> dict[str, float]:
         """RMSE and MAE of the predictions on ``data`` (every process evaluates all of it)."""
         truth, pred = data.labels.cpu().numpy(), self.predict(data)
+        if self.config.clip is not None:
+            pred = np.clip(pred, *self.config.clip)
         return {"rmse": rmse(truth, pred), "mae": mae(truth, pred)}
 
     # --- checkpoints -------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path | None:
-        """Write ``step-<n>/`` atomically (temp dir + rename) and drop older ones.
+        """Write ``step-<n>/`` atomically (:func:`llmrec_lab.io.atomic_folder`), drop older ones.
 
+        The checkpoint folder must be absent, empty or ours (:func:`llmrec_lab.io.claim_folder`).
         Every process must call it: the RNG states of all processes are gathered to rank 0.
         Returns the directory on rank 0, ``None`` elsewhere.
         """
@@ -443,18 +447,18 @@ class Trainer:
             dist.all_gather_object(rngs, rng)
         if not self.is_main:
             return None
-        root = Path(self.config.checkpoint_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        save_model(self.model, str(tmp / "model.safetensors"))
-        if self._best_state is not None:
-            save_file(self._best_state, str(tmp / "best.safetensors"))
-        torch.save(self._state(rngs), tmp / "state.pt")
+        root = claim_folder(self.config.checkpoint_dir, "trainer checkpoints")
         final = root / f"step-{self.step:08d}"
-        os.replace(tmp, final)
+        with atomic_folder(final, "trainer checkpoint") as tmp:
+            save_model(self.model, str(tmp / "model.safetensors"))
+            if self._best_state is not None:
+                save_file(self._best_state, str(tmp / "best.safetensors"))
+            # optimizer, scheduler and RNG states are nested Python objects: torch.save, loaded
+            # back with weights_only=True
+            torch.save(self._state(rngs), tmp / "state.pt")
         for old in root.glob("step-*"):
             if old != final:
-                shutil.rmtree(old)
+                remove_folder(old)
         return final
 
     def _state(self, rngs: list[dict]) -> dict:

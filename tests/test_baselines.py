@@ -7,7 +7,7 @@ from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import (Biases, GlobalMean, MatrixFactorization, make_model,
                                          score_all)
 
-MF_KW = dict(n_factors=8, epochs=20, lr=0.02, batch_size=256)  # small and quick
+MF_KW = dict(n_factors=8, epochs=10)  # small and quick
 
 
 def synthetic(seed: int = 0, n_users: int = 150, n_items: int = 80, rank: int = 3,
@@ -64,11 +64,35 @@ def test_mf_is_deterministic_for_a_seed(split, fitted):
 
 def test_early_stopping_keeps_the_best_epoch(split):
     train, test = split
-    model = MatrixFactorization(**{**MF_KW, "epochs": 40, "reg": 0.0}, patience=2)
-    model.fit(train, valid=test)  # no regularisation: it overfits, so it must stop early
+    model = MatrixFactorization(**{**MF_KW, "epochs": 40, "reg": 1e-4}, patience=2)
+    model.fit(train, valid=test)  # almost no regularisation: it overfits, so it must stop early
     best = min(h["valid_rmse"] for h in model.history_)
     assert len(model.history_) < 40
     assert rmse_on(model, test) == pytest.approx(best)
+
+
+def test_each_epoch_ends_with_the_items_exact_least_squares_solution(split, fitted):
+    # the loss is sum (score - r)^2 + reg * (b_u^2 + |p_u|^2 + b_i^2 + |q_i|^2) over the ratings;
+    # the epoch's last step solves it exactly for the items, so its item gradient is zero there
+    train, _ = split
+    model = fitted["mf"]
+    u, i = model.users_.get_indexer(train["user_id"]), model.items_.get_indexer(train["item_id"])
+    err = model.score(train["user_id"], train["item_id"]) - train["rating"].to_numpy()
+    n_items = len(model.items_)
+    count = np.bincount(i, minlength=n_items)
+    grad_b = np.bincount(i, err, n_items) + model.reg * count * model.bi_[:-1]
+    grad_q = (np.stack([np.bincount(i, err * p, n_items) for p in model.P_[u].T], axis=1)
+              + model.reg * count[:, None] * model.Q_[:-1])
+    scale = np.abs(np.bincount(i, err, n_items)).max()  # what one term alone amounts to
+    assert np.abs(grad_b).max() < 1e-4 * scale and np.abs(grad_q).max() < 1e-4 * scale
+
+
+def test_a_huge_penalty_leaves_only_the_mean(split):
+    train, test = split
+    model = MatrixFactorization(**MF_KW, reg=1000.0).fit(train)  # biases are penalised too
+    assert np.abs(model.Q_).max() < 1e-3 and np.abs(model.bi_).max() < 0.01
+    np.testing.assert_allclose(model.predict(test["user_id"], test["item_id"]), model.mu_,
+                               atol=0.01)
 
 
 @pytest.mark.parametrize("name", ["biases", "mf"])
@@ -121,5 +145,5 @@ def test_clear_errors_for_misuse(split):
         Biases().fit(train.drop(columns="rating"))
     with pytest.raises(ValueError, match="shape mismatch"):
         GlobalMean().fit(train).predict(np.array([1, 2, 3]), np.array([1, 2]))
-    with pytest.raises(ValueError, match="optimizer"):
-        MatrixFactorization(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="reg must be > 0"):
+        MatrixFactorization(reg=0.0)

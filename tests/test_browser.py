@@ -7,7 +7,8 @@ chromium, driven by Playwright, opens every page of _toc.yml. A screenshot of ea
 under _build/screenshots/ to look at by eye.
 
 Without chromium the test is skipped, except in CI (the CI variable is set), where .ci/run
-installs it and a missing browser is a failure.
+installs it and a missing browser is a failure. Debian's chromium has no CJK font of its own, so
+it draws the book's Chinese text in the book's font or as empty boxes: the test tells which.
 """
 import functools
 import json
@@ -21,11 +22,13 @@ from urllib.parse import unquote, urldefrag, urlsplit
 import nbformat
 import pytest
 import yaml
+from fontTools.ttLib import TTFont
 from jupyter_cache import get_cache
 
 from conftest import CI_CACHE, EXECUTED, ROOT, source_of, toc_pages
 
 CHROMIUM = "/usr/bin/chromium"
+CJK_CSS = ROOT / "_static" / "cjk.css"
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 # Sphinx 7.4 (the newest that jupyter-book 1.x allows) writes every inline script that an
 # extension adds after the builder starts twice (sphinx-doc/sphinx#13402, fixed in Sphinx 8.2).
@@ -43,6 +46,36 @@ def has_dollar_math(source: Path) -> bool:
     text = re.sub(r"^```(?!\{).*?^```", "", text, flags=re.S | re.M)  # code blocks, not directives
     text = re.sub(r"`[^`\n]*`", "", text)  # inline code
     return re.search(r"\$[^\s$]|\$\$", text) is not None
+
+
+def cjk_font() -> dict[str, str]:
+    """What _static/cjk.css declares for CJK text: the font `family`, its file `src` (relative to
+    _static/) and its unicode-range as a JavaScript regular-expression character class, `chars`.
+    The test checks what the stylesheet says."""
+    face = re.search(r"@font-face\s*{([^}]*)}", CJK_CSS.read_text(encoding="utf-8")).group(1)
+    ranges = re.search(r"unicode-range:\s*([^;]+);", face).group(1)
+    bounds = (item.strip().removeprefix("U+").partition("-") for item in ranges.split(","))
+    return {"family": re.search(r'font-family:\s*"([^"]+)"', face).group(1),
+            "src": re.search(r'src:\s*url\("([^"]+)"\)', face).group(1),
+            "chars": "[" + "".join(f"\\u{{{low}}}" + (f"-\\u{{{high}}}" if high else "")
+                                   for low, _, high in bounds) + "]"}
+
+
+def web_font_glyphs(page) -> list[int]:
+    """For each element that INSPECT marked with data-cjk, in document order: how many glyphs
+    web fonts drew in its text, as Chromium's DevTools protocol reports. Only the drawn glyphs
+    show a fallback's empty boxes: document.fonts.check() says true even for a family that no
+    @font-face declares."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    nodes = cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": "[data-cjk]"})["nodeIds"]
+    counts = [sum(font["glyphCount"] for font in
+                  cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+                  if font["isCustomFont"]) for node in nodes]
+    cdp.detach()
+    return counts
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -82,8 +115,10 @@ def browser():
         chromium.close()
 
 
-# Runs in the page once it has loaded: waits for MathJax and mermaid, then reports what is drawn.
-INSPECT = """async () => {
+# Runs in the page once it has loaded: waits for MathJax, mermaid and web fonts, then reports what
+# is drawn. Each visible element whose own text has CJK characters is marked data-cjk, for
+# web_font_glyphs.
+INSPECT = """async (cjkClass) => {
     if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
         await MathJax.startup.promise;
     }
@@ -96,7 +131,19 @@ INSPECT = """async () => {
     await Promise.all(images.map(i => i.complete ? null : new Promise(r => {
         i.addEventListener("load", r); i.addEventListener("error", r);
     })));
+    await document.fonts.ready;
+    await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+    const cjkChars = new RegExp(cjkClass, "gu");
+    const cjk = [];
+    for (const element of document.body.querySelectorAll("*")) {
+        const own = [...element.childNodes].filter(n => n.nodeType === Node.TEXT_NODE);
+        const chars = own.map(n => n.data).join("").match(cjkChars);
+        if (!chars || !element.checkVisibility({visibilityProperty: true})) continue;
+        element.setAttribute("data-cjk", "");
+        cjk.push({chars: chars.join(""), family: getComputedStyle(element).fontFamily});
+    }
     return {
+        cjk,
         math: document.querySelectorAll(".math").length,
         mathjax: document.querySelectorAll(".math mjx-container").length,
         mermaid: blocks.map(b => ({svg: !!b.querySelector("svg"), text: b.textContent.slice(0, 80)})),
@@ -113,6 +160,7 @@ def pages(browser, site):
     """Every toc page opened once: {page: what INSPECT saw, plus its console errors}."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    font = cjk_font()
     seen = {}
     for name in toc_pages():
         page = context.new_page()
@@ -123,7 +171,9 @@ def pages(browser, site):
             f"{r.status} {r.url}"))
         response = page.goto(site + f"{name}.html", wait_until="load")
         assert response is not None and response.ok, name
-        report = page.evaluate(INSPECT)
+        report = page.evaluate(INSPECT, font["chars"])
+        for text, glyphs in zip(report["cjk"], web_font_glyphs(page), strict=True):
+            text["web_font_glyphs"] = glyphs
         report["errors"] = errors
         report["colab"] = page.eval_on_selector_all(
             "a[href^='https://colab.research.google.com/']", "els => els.map(a => a.href)")
@@ -156,6 +206,25 @@ def test_mermaid_diagrams_are_drawn(pages):
             drawn += 1
     assert pages["book/ch02_concepts"]["mermaid"], "the Chapter 2 concept map is missing"
     assert drawn > 0
+
+
+def test_chinese_text_is_drawn_in_the_books_font(pages, book_html):
+    """Every CJK character on every page is drawn by the font that _static/cjk.css serves, not
+    as an empty box: the element's font stack names the font, web fonts drew at least as many
+    glyphs as the element has CJK characters (the theme's fonts draw the rest of its text), and
+    the font file has a glyph for each of them (a missing one is drawn as the font's blank)."""
+    font = cjk_font()
+    cmap = TTFont(book_html / "_static" / font["src"]).getBestCmap()
+    assert len(pages["book/glossary"]["cjk"]) > 10, "the glossary's Chinese terms are not shown"
+    for name, report in pages.items():
+        for text in report["cjk"]:
+            assert font["family"] in text["family"], (
+                f"{name}: {text['chars']!r} is set in {text['family']}, without {font['family']}")
+            assert text["web_font_glyphs"] >= len(text["chars"]), (
+                f"{name}: {text['chars']!r}: {len(text['chars'])} CJK characters, "
+                f"{text['web_font_glyphs']} drawn by {font['family']} (the rest are empty boxes)")
+            missing = sorted({char for char in text["chars"] if ord(char) not in cmap})
+            assert not missing, f"{name}: {font['src']} has no glyph for {missing} (run make assets)"
 
 
 def test_images_and_plots_appear(pages):

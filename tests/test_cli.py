@@ -4,6 +4,7 @@ import json
 import pytest
 
 from llmrec_lab.cli import main
+from llmrec_lab.config import ParameterError
 from llmrec_lab.data.movielens import write_fixture
 from llmrec_lab.data.world import World
 
@@ -86,6 +87,55 @@ def test_errors_from_the_library_are_one_line(tmp_path, capsys):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert len(err.strip().splitlines()) == 1 and "error" in err, err
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("n_users=1.5", "n_users='1.5' is not allowed: use an integer in 1..1000000"),
+    ("n_days=0", "n_days=0 is not allowed: use an integer in 1..10000"),
+    ("boredom=-1", "boredom=-1.0 is not allowed: use a finite number in [0, 100]"),
+    ("noise_sd=nan", "noise_sd=nan is not allowed: use a finite number in (0, 100]"),
+    ("image=inf", "image=inf is not allowed: use a finite number in [0, 100]"),
+    ("sparkle=1", "unknown world parameter(s) 'sparkle'; known: name, n_users"),
+    ("n_users", "'n_users' is not KEY=VALUE"),
+    ("seed=3", "--set 'seed=3': the world's seed has its own argument"),
+])
+def test_bad_world_parameter_is_one_line_naming_it(tmp_path, capsys, setting, fragment):
+    out = tmp_path / "w"
+    code, stdout, err = run(capsys, "world", "shop", "--profile", "ci", "--out", str(out),
+                            "--set", setting)
+    assert code == 2 and stdout == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("llmrec-lab world: error: ") and fragment in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["world", "shop", "--out", "w", "--seed", "-1"], "argument --seed: '-1' is not allowed: use "
+                                                      "an integer >= 0"),
+    (["lus", "--days", "0"], "argument --days: '0' is not allowed: use an integer >= 1"),
+    (["finetune", "--train", "0"], "argument --train: '0' is not allowed"),
+    (["finetune", "--epochs", "1.5"], "argument --epochs: '1.5' is not allowed"),
+    (["evaluate", "--dataset", "ml-1m", "--model", "mf", "--eval", "-2"], "argument --eval"),
+])
+def test_bad_numeric_option_is_refused_by_the_parser(capsys, argv, fragment):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err
+
+
+def test_unexpected_errors_are_one_line_unless_debug(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr("llmrec_lab.data.world.make_world", broken)
+    argv = ["world", "shop", "--out", str(tmp_path / "w")]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err == "llmrec-lab world: error: RuntimeError: disk on fire second line\n"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(["--debug", *argv])
+
+
+def test_debug_shows_the_parameter_error(tmp_path):
+    with pytest.raises(ParameterError, match="n_days=0"):
+        main(["--debug", "world", "shop", "--out", str(tmp_path / "w"), "--set", "n_days=0"])
 
 
 def test_info_reports_offline_default_model(capsys, monkeypatch):

@@ -1,4 +1,5 @@
-"""Downloads are verified and atomic; extraction appears whole or not at all."""
+"""Downloads are verified and atomic; extraction appears whole or not at all; neither writes
+into a folder holding someone else's files."""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llmrec_lab.data.download import (ChecksumError, cache_dir, download, extract_zip,
-                                      file_digest)
+from llmrec_lab.data.download import ChecksumError, download, extract_zip, file_digest
+from llmrec_lab.io import MARKER, FolderNotOurs
 
 PAYLOAD = b"user_id\titem_id\n" * 1000
 
@@ -44,12 +45,12 @@ def test_good_checksum_writes_file(server, tmp_path):
     dest = tmp_path / "out" / "data.bin"
     assert download(f"{url}/data.bin", dest, sha256=_sha256(PAYLOAD)) == dest
     assert dest.read_bytes() == PAYLOAD
-    assert [p.name for p in dest.parent.iterdir()] == ["data.bin"]
+    assert sorted(p.name for p in dest.parent.iterdir()) == [MARKER, "data.bin"]
 
 
 def test_md5_and_sha256_both_checked(server, tmp_path):
     url, _ = server
-    dest = tmp_path / "data.bin"
+    dest = tmp_path / "out" / "data.bin"
     download(f"{url}/data.bin", dest, md5=hashlib.md5(PAYLOAD).hexdigest().upper())
     assert file_digest(dest, "md5") == hashlib.md5(PAYLOAD).hexdigest()
     dest.unlink()
@@ -66,7 +67,7 @@ def test_bad_checksum_raises_and_leaves_nothing(server, tmp_path):
         download(f"{url}/data.bin", out / "data.bin", sha256=expected)
     message = str(err.value)
     assert f"{url}/data.bin" in message and expected in message and _sha256(PAYLOAD) in message
-    assert list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [MARKER]
 
 
 def test_missing_url_names_it_and_leaves_nothing(server, tmp_path):
@@ -74,7 +75,7 @@ def test_missing_url_names_it_and_leaves_nothing(server, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(OSError, match="missing.bin"):
         download(f"{url}/missing.bin", out / "x.bin", sha256="0" * 64)
-    assert list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [MARKER]
 
 
 def test_checksum_is_required(tmp_path):
@@ -91,16 +92,26 @@ def test_verified_file_is_not_fetched_again(tmp_path):
 
 def test_corrupt_file_is_replaced(server, tmp_path):
     url, _ = server
-    dest = tmp_path / "data.bin"
+    dest = download(f"{url}/data.bin", tmp_path / "out" / "data.bin", sha256=_sha256(PAYLOAD))
     dest.write_bytes(b"truncated")
     download(f"{url}/data.bin", dest, sha256=_sha256(PAYLOAD))
     assert dest.read_bytes() == PAYLOAD
 
 
+def test_download_refuses_a_folder_of_user_files(server, tmp_path):
+    url, _ = server
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "data.bin").write_bytes(b"the user's own data.bin")
+    with pytest.raises(FolderNotOurs, match="mine holds files llmrec-lab did not write"):
+        download(f"{url}/data.bin", tmp_path / "mine" / "data.bin", sha256=_sha256(PAYLOAD))
+    assert (tmp_path / "mine" / "data.bin").read_bytes() == b"the user's own data.bin"
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["data.bin"]
+
+
 def test_file_url(tmp_path):
     source = tmp_path / "src.bin"
     source.write_bytes(PAYLOAD)
-    dest = download(source.as_uri(), tmp_path / "copy.bin", sha256=_sha256(PAYLOAD))
+    dest = download(source.as_uri(), tmp_path / "out" / "copy.bin", sha256=_sha256(PAYLOAD))
     assert dest.read_bytes() == PAYLOAD
 
 
@@ -112,17 +123,28 @@ def _zip(path: Path, members: dict[str, bytes]) -> Path:
 
 
 def test_extract_member_root(tmp_path):
-    archive = _zip(tmp_path / "a.zip", {"pkg/a.txt": b"a", "pkg/sub/b.txt": b"b"})
+    archive = _zip(tmp_path / "a.zip", {"pkg/a.txt": b"a", "pkg/sub/b.txt": b"b", "c.txt": b"c"})
     dest = extract_zip(archive, tmp_path / "out", member_root="pkg")
     assert (dest / "a.txt").read_bytes() == b"a" and (dest / "sub" / "b.txt").read_bytes() == b"b"
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER, "a.txt", "sub"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "out"]
 
 
-def test_extract_refuses_existing_dest(tmp_path):
+def test_extract_replaces_its_own_folder_and_accepts_an_empty_one(tmp_path):
+    (tmp_path / "out").mkdir()
+    extract_zip(_zip(tmp_path / "a.zip", {"a.txt": b"a"}), tmp_path / "out")
+    extract_zip(_zip(tmp_path / "b.zip", {"b.txt": b"b"}), tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MARKER, "b.txt"]
+
+
+def test_extract_refuses_a_folder_of_user_files(tmp_path):
     archive = _zip(tmp_path / "a.zip", {"a.txt": b"a"})
     (tmp_path / "out").mkdir()
-    with pytest.raises(FileExistsError, match="out"):
+    (tmp_path / "out" / "thesis.txt").write_text("years of work")
+    with pytest.raises(FolderNotOurs, match="out holds files llmrec-lab did not write"):
         extract_zip(archive, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["thesis.txt"]
+    assert (tmp_path / "out" / "thesis.txt").read_text() == "years of work"
 
 
 @pytest.mark.parametrize("members, root, error, match", [
@@ -135,7 +157,3 @@ def test_failed_extraction_leaves_nothing(tmp_path, members, root, error, match)
         extract_zip(archive, tmp_path / "out", member_root=root)
     assert [p.name for p in tmp_path.iterdir()] == ["a.zip"]
 
-
-def test_cache_dir_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
-    assert cache_dir() == tmp_path / "cache" and (tmp_path / "cache").is_dir()

@@ -12,6 +12,7 @@ from llmrec_lab import finetune
 from llmrec_lab.cli import main
 from llmrec_lab.data.movielens import write_fixture
 from llmrec_lab.finetune import FinetuneSettings, make_examples, run_method, state_bytes
+from llmrec_lab.metrics import rmse
 from llmrec_lab.models.plm_rater import PLMRater
 from llmrec_lab.peft import METHODS, apply_method, method_penalty
 
@@ -82,7 +83,10 @@ def test_run_method_reports_cost_curves_and_scores(tiny_bert, method):
     for key in ("train_rmse", "valid_rmse", "test_rmse", "test_mae", "seconds_per_epoch"):
         assert np.isfinite(result[key]) and result[key] >= 0, key
     assert all(0 < r["valid_rmse"] < 4 and 0 < r["train_rmse"] < 4 for r in result["curve"])
-    json.dumps(result)  # plain types only: the CLI prints it
+    pred = result.pop("test_predictions")  # one per test pair, clipped: for paired intervals
+    assert pred.shape == (8,) and ((pred >= 1) & (pred <= 5)).all()
+    assert result["test_rmse"] == pytest.approx(rmse(examples.test[1], pred))
+    json.dumps(result)  # the rest is plain types: the CLI prints it
 
 
 def test_run_method_adds_adalora_penalty_to_every_step(tiny_bert, monkeypatch):
@@ -186,7 +190,7 @@ def test_cli_evaluate_plm_on_movielens_fixture(tiny_bert, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (("evaluate", "--dataset", "ml-100k", "--model", "plm-bitfit"), "unknown model plm-bitfit"),
-    (("finetune", "--method", "lora", "--train", "0"), "n_train must be at least 1"),
+    (("finetune", "--method", "lora", "--train", "0"), "argument --train: '0' is not allowed"),
     (("finetune", "--method", "bitfit"), "invalid choice"),
 ])
 def test_cli_errors_are_one_line_with_code_2(tmp_path, capsys, argv, message):

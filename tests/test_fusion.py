@@ -135,6 +135,15 @@ def test_untrained_attention_weighs_the_modalities_equally(features, cold):
     np.testing.assert_allclose(weights.to_numpy(), 1 / 3, atol=1e-6)
 
 
+def test_train_rmse_is_the_data_error_without_the_penalty(features, cold):
+    """With lr=0 nothing moves, so the ID penalty's weight must not change the recorded error."""
+    train, valid, _ = cold
+    curves = [FusionRater(features, **{**FAST, "epochs": 1, "lr": 0.0, "reg": reg})
+              .fit(train, valid).history_[0] for reg in (0.0, 100.0)]
+    assert curves[0]["train_rmse"] == pytest.approx(curves[1]["train_rmse"], rel=1e-6)
+    assert curves[0]["valid_rmse"] == curves[1]["valid_rmse"]
+
+
 def test_default_modalities_are_the_features_and_the_id(features, world):
     with_kg = ItemFeatures(features.item_ids, {**features.content,
                                                "kg": features.content["text"][:, :5]})

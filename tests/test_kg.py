@@ -10,9 +10,12 @@ from llmrec_lab.data.movielens import load_movielens, write_fixture
 from llmrec_lab.data.world import make_world
 from llmrec_lab.kg.build import TripleError, TripleSet, movielens_kg, world_kg
 from llmrec_lab.kg.embed import KGEConfig, KGEmbedding, random_baseline, train_kge
+from llmrec_lab.io import FolderNotOurs
 from llmrec_lab.kg.extract import (gold_triples, lexicon_extract, paraphrase, plm_extract, score,
                                    spans)
-from llmrec_lab.models.kg_rater import KGRater, item_vectors, kg_features
+from llmrec_lab.metrics import rmse
+from llmrec_lab.models.kg_rater import (KGRater, ablation, ablation_predictions, item_vectors,
+                                         kg_features)
 
 GOOD = ("item:1", "has_brand", "brand:Nordvik")
 
@@ -186,6 +189,27 @@ def test_cache_hit_returns_the_same_arrays_and_a_change_misses(small_world, tmp_
     assert len(list((tmp_path / "kge").iterdir())) == 3
 
 
+def test_cached_export_is_byte_identical_for_a_seed(small_world, tmp_path):
+    kg = world_kg(small_world)
+    train_kge(kg, "transe", epochs=3, cache_dir=tmp_path / "a")
+    train_kge(kg, "transe", epochs=3, cache_dir=tmp_path / "b")
+    (a,), (b,) = (list((tmp_path / root / "kge").iterdir()) for root in ("a", "b"))
+    files = sorted(p.name for p in a.iterdir())
+    assert files == sorted(p.name for p in b.iterdir()) and "meta.json" in files
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_cache_entry_holding_a_user_file_is_not_replaced(small_world, tmp_path):
+    kg = world_kg(small_world)
+    train_kge(kg, "transe", epochs=3, cache_dir=tmp_path)
+    (entry,) = (tmp_path / "kge").iterdir()
+    (entry / "meta.json").unlink()  # a miss: the next call trains and writes the entry again
+    (entry / "notes.txt").write_text("mine")
+    with pytest.raises(FolderNotOurs, match="notes.txt"):
+        train_kge(kg, "transe", epochs=3, cache_dir=tmp_path)
+    assert (entry / "notes.txt").read_text() == "mine"
+
+
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="unknown KG embedding model"):
         KGEConfig(model="transh")
@@ -207,6 +231,21 @@ def test_kg_rater_predicts_cold_items_from_their_kg_neighbours(small_world):
     # scoring by training rows agrees with scoring by ids for items seen in training
     np.testing.assert_allclose(model._score(*model._encode(users, ids[1:6])),
                                model.score(users, ids[1:6]))
+
+
+def test_ablation_scores_every_model_on_the_same_test_rows(small_world):
+    kge = train_kge(world_kg(small_world), "transe", epochs=2, use_cache=False)
+    blocks = {"kg": {"kg": kg_features(kge, small_world.items["item_id"].to_numpy())}}
+    table = ablation_predictions(small_world, blocks, "warm", seed=1)
+    assert list(table.columns) == ["user_id", "item_id", "rating", "few", "oracle", "biases",
+                                   "kg"]
+    assert table[["oracle", "biases", "kg"]].notna().all().all() and table["few"].any()
+    summary = ablation(small_world, blocks, "warm", seed=1)
+    assert summary["kg"] == pytest.approx(rmse(table["rating"], table["kg"]))
+    few = table[table["few"]]
+    assert summary["biases@few"] == pytest.approx(rmse(few["rating"], few["biases"]))
+    with pytest.raises(ValueError, match="split must be"):
+        ablation_predictions(small_world, blocks, "hot")
 
 
 def test_item_vectors_follow_the_rating_rows():

@@ -8,7 +8,8 @@ import pytest
 from llmrec_lab.cli import main
 from llmrec_lab.data import dynamics
 from llmrec_lab.data.dynamics import expected_rating
-from llmrec_lab.data.world import WorldConfig, generate
+from llmrec_lab.data.world import WorldConfig, generate, random_browsing
+from llmrec_lab.lus import experiment
 from llmrec_lab.lus import metrics as M
 from llmrec_lab.lus.experiment import (POLICIES, compare, fit_mf, make_policy,
                                        recency_effects)
@@ -17,7 +18,8 @@ from llmrec_lab.lus.policies import (ConsumptionHistory, fit_recency_effects, it
 from llmrec_lab.lus.satisfaction import (SatisfactionModel, behaviour_features, evaluate,
                                          labelled_panel)
 from llmrec_lab.lus.simulator import simulate
-from llmrec_lab.models.baselines import score_all
+from llmrec_lab.metrics import rmse
+from llmrec_lab.models.baselines import make_model, score_all
 
 DAYS = 25
 
@@ -80,9 +82,39 @@ def test_every_policy_shows_k_distinct_unseen_items(world, scores, name):
     slates = policy(users, world.config.n_days, state)
     k = world.config.slate_size
     assert slates.shape == (len(users), k)
+    assert all(len(set(row)) == k for row in slates.tolist())
     if name != "random":
         assert not state.consumed[users[:, None], slates].any()
-        assert all(len(set(row)) == k for row in slates.tolist())
+
+
+@pytest.mark.parametrize("name", [name for name in POLICIES if name != "random"])
+def test_a_user_with_fewer_unseen_items_than_slots_still_gets_distinct_items(world, scores, name):
+    state = world.state.copy()
+    state.consumed[0] = True
+    state.consumed[0, [7, 40]] = False  # two unseen items for five slots
+    slate = make_policy(name, world, scores)(np.array([0]), world.config.n_days, state)[0]
+    assert len(set(slate.tolist())) == len(slate) and {7, 40} <= set(slate.tolist())
+
+
+def test_random_browsing_draws_distinct_items_uniformly():
+    rng = np.random.default_rng(0)
+    slates = random_browsing(6, 3, rng)(np.arange(60_000), 0, None)
+    assert all(len(set(row)) == 3 for row in slates[:2000].tolist())
+    ordered = pd.Series(map(tuple, slates.tolist())).value_counts()
+    assert len(ordered) == 6 * 5 * 4  # every ordered slate of distinct items occurs ...
+    assert ordered.max() / ordered.min() < 1.3  # ... about equally often (500 expected each)
+    np.testing.assert_array_equal(np.sort(random_browsing(4, 4, rng)(np.arange(3), 0, None)),
+                                  np.tile(np.arange(4), (3, 1)))
+    with pytest.raises(ValueError, match="slate size k must be in 1..4"):
+        random_browsing(4, 5, rng)
+
+
+def test_simulator_refuses_a_slate_that_repeats_an_item(world):
+    def repeating(users, day, state):
+        return np.tile([0, 1, 2, 3, 0], (len(users), 1))
+
+    with pytest.raises(ValueError, match="repeat an item"):
+        simulate(world, repeating, 2)
 
 
 def test_diversifying_policies_diversify(world, scores):
@@ -154,6 +186,32 @@ def test_rating_model_separates_taste_from_recent_history(world):
     assert recency > 0.1 and fresh > 0.0
 
 
+def test_rating_model_is_chosen_on_ratings_no_fit_has_seen(world, monkeypatch):
+    """The effect is fitted on the early-stopping ratings; the choice needs ratings of its own."""
+    seen, fitted = set(), []
+
+    def spying(*args, **kw):
+        model = make_model(*args, **kw)
+        fit = model.fit
+
+        def record(ratings, valid=None):
+            seen.update(ratings.index)
+            seen.update([] if valid is None else valid.index)
+            fitted.append(model)
+            return fit(ratings, valid=valid)
+
+        model.fit = record
+        return model
+
+    monkeypatch.setattr(experiment, "make_model", spying)
+    _, choice_rmse = fit_mf(world, epochs=4, grid=((0.1, 16),))
+    held = world.ratings.drop(index=list(seen))
+    assert len(held) == pytest.approx(0.1 * len(world.ratings), abs=1)
+    plain = fitted[0]
+    expected = rmse(held["rating"], plain.score(held["user_id"], held["item_id"]), clip=(1, 5))
+    assert choice_rmse["plain"] == pytest.approx(expected)
+
+
 def test_recency_effects_follow_the_world(world, scores):
     """Boredom and novelty show up as strengths; in the control world they (nearly) vanish."""
     recency, fresh = recency_effects(world, scores)
@@ -195,6 +253,8 @@ def test_beyond_accuracy_metrics_on_hand_made_slates():
     assert M.category_mix([0, 0, 1], [0, 2, 3], category, 3, 3).tolist() == [
         [0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3]]
     assert M.gap_closed(7.0, greedy=5.0, oracle=9.0) == 0.5
+    with np.errstate(all="raise"):  # no division by zero when there is no gap
+        assert np.isnan(M.gap_closed(7.0, greedy=5.0, oracle=5.0))
 
 
 def test_behaviour_features_on_a_hand_made_log():
@@ -233,5 +293,8 @@ def test_cli_lus(capsys):
 
 
 def test_cli_lus_rejects_bad_days(capsys):
-    assert main(["lus", "--policy", "greedy", "--days", "0", "--profile", "ci"]) == 2
-    assert "--days" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses it before any work
+        main(["lus", "--policy", "greedy", "--days", "0", "--profile", "ci"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--days" in err and len(err.strip().splitlines()) == 1

@@ -111,3 +111,15 @@ def test_ranking_report_checks_lengths():
         ranking_report(np.zeros((2, 3)), [{1}, {2}], k=1, exclude=[set()])
     with pytest.raises(ValueError, match="no user"):
         ranking_report(np.zeros((2, 3)), [set(), set()], k=1)
+
+
+def test_rmse_clips_predictions_to_the_scale_when_asked():
+    # clipped to 1..5 the predictions are 1 and 5: errors 0 and 0
+    assert rmse([1, 5], [0.2, 6.0], clip=(1, 5)) == 0.0
+    assert rmse([1, 5], [0.2, 6.0]) == pytest.approx(math.sqrt((0.64 + 1) / 2))
+
+
+def test_ranking_report_refuses_nan_scores():
+    scores = np.array([[1.0, np.nan, 0.5], [0.1, 0.2, 0.3], [np.nan, np.nan, 1.0]])
+    with pytest.raises(ValueError, match="NaN in 2 of 3 user rows"):
+        ranking_report(scores, [{1}, {2}, {0}], k=2)

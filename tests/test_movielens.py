@@ -12,6 +12,7 @@ import pytest
 from llmrec_lab.data import movielens as ml
 from llmrec_lab.data.movielens import (MovieLens, describe_item, find_data_dir, kfold,
                                        load_movielens, official_folds, write_fixture)
+from llmrec_lab.io import MARKER, FolderNotOurs
 
 SIZES = {"n_users": 25, "n_items": 40, "n_ratings": 300}
 
@@ -83,6 +84,25 @@ def test_fixture_rewrite_replaces_folder(tmp_path):
     folder = write_fixture("ml-1m", tmp_path, n_users=5, n_items=5, n_ratings=10)
     assert len(load_movielens("ml-1m", folder).ratings) == 10
     assert [p.name for p in tmp_path.iterdir()] == ["ml-1m"]
+
+
+def test_fixture_accepts_an_empty_folder_and_refuses_user_files(tmp_path):
+    (tmp_path / "ml-100k").mkdir()
+    assert (write_fixture("ml-100k", tmp_path, **SIZES) / "u.data").is_file()
+    (tmp_path / "ml-1m").mkdir()
+    (tmp_path / "ml-1m" / "ratings.dat").write_text("my own ratings\n")
+    with pytest.raises(FolderNotOurs, match="ml-1m holds files llmrec-lab did not write"):
+        write_fixture("ml-1m", tmp_path, **SIZES)
+    assert [p.name for p in (tmp_path / "ml-1m").iterdir()] == ["ratings.dat"]
+    assert (tmp_path / "ml-1m" / "ratings.dat").read_text() == "my own ratings\n"
+
+
+def test_fixture_refuses_a_file_added_to_its_folder(tmp_path):
+    folder = write_fixture("ml-1m", tmp_path, **SIZES)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(FolderNotOurs, match="notes.txt"):
+        write_fixture("ml-1m", tmp_path, **SIZES)
+    assert (folder / "notes.txt").read_text() == "mine"
 
 
 def test_fixture_rejects_impossible_sizes(tmp_path):
@@ -220,7 +240,8 @@ def test_download_into_cache(tmp_path, monkeypatch, name):
     loaded = load_movielens(name)
     assert loaded.source_dir == tmp_path / "cache" / name
     assert len(loaded.ratings) == SIZES["n_ratings"]
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [name]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["downloads", name]
+    assert [p.name for p in (tmp_path / "cache" / "downloads").iterdir()] == [MARKER]
     # once cached, no network is needed
     monkeypatch.setitem(ml.RELEASES, name, dataclasses.replace(release, url="http://127.0.0.1:9/x"))
     assert load_movielens(name, download=False).ratings.equals(loaded.ratings)
@@ -232,7 +253,8 @@ def test_bad_archive_checksum_leaves_cache_empty(tmp_path, monkeypatch):
     monkeypatch.setitem(ml.RELEASES, "ml-100k", release)
     with pytest.raises(ValueError, match=release.md5):
         load_movielens("ml-100k")
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["downloads"]
+    assert [p.name for p in (tmp_path / "cache" / "downloads").iterdir()] == [MARKER]
 
 
 def test_offline_download_error_points_to_data_dir(monkeypatch):

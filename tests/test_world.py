@@ -1,12 +1,15 @@
 """The synthetic worlds: determinism, files, ground truth and the signals each channel carries."""
-import filecmp
+import re
+from dataclasses import asdict
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
+from llmrec_lab.config import ParameterError
 from llmrec_lab.data import dynamics
+from llmrec_lab.data import world as world_module
 from llmrec_lab.data.world import FILES, World, WorldConfig, generate, make_world
+from llmrec_lab.io import MARKER, FolderNotOurs
 
 SMALL = dict(n_users=120, n_items=60, n_days=15)
 
@@ -16,16 +19,18 @@ def world(request) -> World:
     return generate(WorldConfig(name=request.param, seed=3, **SMALL))
 
 
+def _contents(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
 def test_same_seed_same_files(tmp_path, world):
+    """Every file, the marker and truth.safetensors included, byte for byte. Several saves,
+    because safetensors writes metadata in a hash map's order, which changes from call to call."""
+    first = _contents(world.save(tmp_path / "a"))
+    assert sorted(first) == sorted([*FILES, MARKER])
     again = generate(world.config)
-    a, b = world.save(tmp_path / "a"), again.save(tmp_path / "b")
-    tables = [f for f in FILES if f != "truth.safetensors"]
-    match, mismatch, errors = filecmp.cmpfiles(a, b, tables, shallow=False)
-    assert sorted(match) == sorted(tables), (mismatch, errors)
-    # safetensors orders its JSON header by a hash map, so compare the tensors, not the bytes
-    ta, tb = load_file(a / "truth.safetensors"), load_file(b / "truth.safetensors")
-    assert ta.keys() == tb.keys()
-    assert all(np.array_equal(ta[k], tb[k]) for k in ta)
+    for k in range(6):
+        assert _contents(again.save(tmp_path / f"b{k}")) == first
 
 
 def test_other_seed_other_world(world):
@@ -56,6 +61,45 @@ def test_save_replaces_existing_world_whole(tmp_path, world):
     generate(WorldConfig(name=world.config.name, seed=9, **SMALL)).save(path)
     assert World.load(path).config.seed == 9
     assert [p.name for p in tmp_path.iterdir()] == ["w"]  # no temporary directories left
+
+
+def test_save_into_an_empty_folder(tmp_path, world):
+    (tmp_path / "w").mkdir()
+    assert World.load(world.save(tmp_path / "w")).config == world.config
+
+
+def test_save_refuses_a_folder_of_user_files(tmp_path, world):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "thesis.txt").write_text("years of work")
+    with pytest.raises(FolderNotOurs) as err:
+        world.save(tmp_path / "w")
+    assert str(err.value) == (f"{tmp_path / 'w'} holds files llmrec-lab did not write; "
+                              "choose an empty or new folder")
+    assert [p.name for p in (tmp_path / "w").iterdir()] == ["thesis.txt"]
+    assert (tmp_path / "w" / "thesis.txt").read_text() == "years of work"
+    assert [p.name for p in tmp_path.iterdir()] == ["w"]
+
+
+def test_save_refuses_a_world_folder_a_user_added_to(tmp_path, world):
+    path = world.save(tmp_path / "w")
+    (path / "notes.txt").write_text("mine")
+    with pytest.raises(FolderNotOurs, match="notes.txt"):
+        world.save(path)
+    assert (path / "notes.txt").read_text() == "mine"
+
+
+def test_failed_save_keeps_the_previous_world(tmp_path, world, monkeypatch):
+    path = world.save(tmp_path / "w")
+    before = _contents(path)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(world_module, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate(WorldConfig(name=world.config.name, seed=9, **SMALL)).save(path)
+    assert _contents(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["w"]
 
 
 def test_ratings_are_well_formed(world):
@@ -121,8 +165,50 @@ def test_profile_sets_sizes_and_rejects_unknown_parameter():
     assert (w.config.n_users, w.config.n_items, w.config.n_days) == (300, 120, 5)
     with pytest.raises(ValueError, match="colour"):
         WorldConfig.from_profile("shop", "ci", colour=1.0)
-    with pytest.raises(ValueError, match="unknown world"):
+    with pytest.raises(ParameterError, match="name='zoo' is not allowed: use one of shop, screen"):
         make_world("zoo", "ci")
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(n_users=1.5), "n_users=1.5 is not allowed: use an integer in 1..1000000"),
+    (dict(n_users=True), "n_users=True is not allowed: use an integer"),
+    (dict(n_items="40"), "n_items='40' is not allowed: use an integer"),
+    (dict(n_days=0), "n_days=0 is not allowed: use an integer in 1..10000"),
+    (dict(seed=-1), "seed=-1 is not allowed: use an integer >= 0"),
+    (dict(boredom=-1.0), "boredom=-1.0 is not allowed: use a finite number in [0, 100]"),
+    (dict(noise_sd=float("nan")), "noise_sd=nan is not allowed: use a finite number in (0, 100]"),
+    (dict(noise_sd=0.0), "noise_sd=0.0 is not allowed: use a finite number in (0, 100]"),
+    (dict(image=float("inf")), "image=inf is not allowed: use a finite number in [0, 100]"),
+    (dict(kg=10**400), "kg=1000000000000000000000000000000000000... is not allowed"),
+    (dict(n_items=3, slate_size=5), "slate_size=5 is not allowed: use an integer in 1..3"),
+    (dict(n_users=10**6, n_items=10**6), "n_users * n_items must be at most 1,000,000,000"),
+])
+def test_config_refuses_bad_values_in_one_line(overrides, fragment):
+    with pytest.raises(ParameterError) as caught:
+        WorldConfig(**overrides)
+    message = str(caught.value)
+    assert fragment in message and message.startswith("world parameter") and "\n" not in message
+
+
+def test_config_normalises_numbers():
+    config = WorldConfig(n_users=np.int64(40), kg=0, noise_sd=np.float32(0.5))
+    assert type(config.n_users) is int and type(config.kg) is float and config.kg == 0.0
+    assert type(config.noise_sd) is float
+    signless = WorldConfig(n_users=5, n_items=5, n_days=2, text=-0.0, boredom=-0.0)
+    assert str(signless.text) == str(signless.boredom) == "0.0"
+    generate(signless)  # numpy refuses a scale of -0.0
+
+
+def test_config_from_file_names_the_file_and_the_problem():
+    saved = asdict(WorldConfig(n_users=40))
+    assert WorldConfig.from_dict(saved, "w/config.json") == WorldConfig(n_users=40)
+    cases = [([1, 2], "expected a JSON object"), ({**saved, "colour": 1}, "unknown world parameter"),
+             ({k: v for k, v in saved.items() if k != "mu"}, "missing world parameter(s) mu"),
+             ({**saved, "n_days": -3}, "n_days=-3 is not allowed")]
+    for data, fragment in cases:
+        with pytest.raises(ParameterError, match=re.escape(fragment)) as caught:
+            WorldConfig.from_dict(data, "w/config.json")
+        assert str(caught.value).startswith("w/config.json: ")
 
 
 def test_user_state_bookkeeping():

@@ -1,33 +1,28 @@
-"""Verified, atomic downloads and zip extraction into the course's cache directory.
+"""Verified, atomic downloads and zip extraction into folders of our own.
 
 A download that is cut short or corrupted must never be mistaken for good data later, so every
 file is written under a temporary name, checked against a pinned digest, and only then renamed
 into place. Extraction follows the same rule: a directory either appears complete or not at all.
+Both write only into folders the library owns (:mod:`llmrec_lab.io`), so a user's file of the
+same name is never overwritten.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-CACHE_ENV = "LLMREC_CACHE_DIR"
+from llmrec_lab.io import atomic_file, atomic_folder, claim_folder
+
 _CHUNK = 1 << 20
 
 
 class ChecksumError(ValueError):
     """A downloaded file's digest differs from the pinned one."""
-
-
-def cache_dir() -> Path:
-    """``$LLMREC_CACHE_DIR``, else ``~/.cache/llmrec_lab``; created on first use."""
-    path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llmrec_lab").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _hashers(sha256: str | None, md5: str | None) -> dict[str, tuple[str, Any]]:
@@ -60,23 +55,19 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
 
     The body is streamed into a temporary file beside ``dest`` while being hashed; on a digest
     mismatch or any error the temporary file is removed, so ``dest`` is either verified or absent.
+    ``dest``'s folder must be absent, empty or ours (:func:`llmrec_lab.io.claim_folder`).
     """
     dest = Path(dest)
     if dest.is_file() and _matches(dest, sha256, md5):
         return dest
     hashers = _hashers(sha256, md5)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _stream(url, out, hashers, timeout)
+    claim_folder(dest.parent, "downloads")
+    with atomic_file(dest) as out:
+        _stream(url, out, hashers, timeout)
         wrong = [f"{name} expected {expected}, got {hasher.hexdigest()}"
                  for name, (expected, hasher) in hashers.items() if hasher.hexdigest() != expected]
         if wrong:
             raise ChecksumError(f"{url}: checksum mismatch ({'; '.join(wrong)}); nothing was saved")
-        os.replace(tmp_name, dest)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
     return dest
 
 
@@ -95,24 +86,22 @@ def _stream(url: str, out: BinaryIO, hashers: dict[str, tuple[str, Any]], timeou
 def extract_zip(archive: str | os.PathLike, dest: str | os.PathLike, member_root: str = "") -> Path:
     """Extract ``archive`` so that ``dest`` holds what the archive has under ``member_root``.
 
-    Extraction goes to a temporary directory beside ``dest`` that is renamed into place at the
-    end, so an interrupted extraction never leaves a half-filled ``dest`` behind.
+    The archive is unpacked into a scratch folder and ``member_root``'s contents are moved into
+    the new folder that :func:`llmrec_lab.io.atomic_folder` swaps in at the end, so an
+    interrupted extraction never leaves a half-filled ``dest``, and a ``dest`` holding files the
+    library did not write is refused.
     """
     archive, dest = Path(archive), Path(dest)
-    if dest.exists():
-        raise FileExistsError(f"{dest} already exists; remove it to extract {archive} again")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
-    try:
+    with atomic_folder(dest, f"contents of {archive.name}") as tmp, \
+            tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=tmp.parent) as scratch:
         with zipfile.ZipFile(archive) as zf:
             _check_members(archive, zf)
-            zf.extractall(tmp)
-        root = tmp / member_root
+            zf.extractall(scratch)
+        root = Path(scratch) / member_root
         if not root.is_dir():
             raise FileNotFoundError(f"{archive} has no folder {member_root!r} to extract")
-        os.replace(root, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for child in root.iterdir():
+            os.replace(child, tmp / child.name)
     return dest
 
 

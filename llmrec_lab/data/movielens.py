@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.download import cache_dir, download as fetch, extract_zip
+from llmrec_lab.data.download import download as fetch, extract_zip
 from llmrec_lab.data.splits import kfold
+from llmrec_lab.io import atomic_folder, cache_dir
 
 __all__ = ["DATA_ENV", "RELEASES", "MovieLens", "Release", "describe_item", "find_data_dir",
            "kfold", "load_movielens", "official_folds", "read_ratings", "write_fixture"]
@@ -112,7 +111,7 @@ def _fetch(name: str, dest: Path) -> None:
     """Download the verified archive into the cache and extract its ``name/`` folder to ``dest``."""
     release = _release(name)
     try:
-        archive = fetch(release.url, dest.parent / f"{name}.zip", md5=release.md5,
+        archive = fetch(release.url, cache_dir("downloads", f"{name}.zip"), md5=release.md5,
                         sha256=release.sha256)
     except OSError as err:
         raise OSError(f"{err}; without network access, extract {release.url} yourself and set "
@@ -133,7 +132,7 @@ def find_data_dir(name: str, data_dir: str | os.PathLike | None = None,
         return _locate(Path(data_dir), name, "data_dir")
     if os.environ.get(DATA_ENV):
         return _locate(Path(os.environ[DATA_ENV]), name, f"${DATA_ENV}")
-    cached = cache_dir() / name
+    cached = cache_dir(name)
     if not cached.is_dir():
         if not download:
             raise FileNotFoundError(
@@ -172,11 +171,17 @@ def _fields(path: Path, number: int, line: str, sep: str, count: int) -> list[st
     return fields
 
 
+INT64 = range(-2**63, 2**63)  # the tables hold int64 columns
+
+
 def _int(path: Path, number: int, field: str, text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise _error(path, number, f"{field} {text!r} is not an integer") from None
+    if value not in INT64:
+        raise _error(path, number, f"{field} {text!r} does not fit in 64 bits")
+    return value
 
 
 def read_ratings(path: str | os.PathLike, sep: str) -> pd.DataFrame:
@@ -187,7 +192,10 @@ def read_ratings(path: str | os.PathLike, sep: str) -> pd.DataFrame:
         fields = _fields(path, number, line, sep, 4)
         try:
             user, item, rating, stamp = map(int, fields)
-        except ValueError:  # find and name the offending field
+            fits = user in INT64 and item in INT64 and stamp in INT64
+        except ValueError:
+            fits = False
+        if not fits:  # find and name the offending field
             for column, text in zip(RATING_COLUMNS, fields):
                 _int(path, number, column, text)
         if not 1 <= rating <= 5:
@@ -409,27 +417,14 @@ def _fixture_1m(rng: np.random.Generator, ratings: pd.DataFrame, n_users: int,
 _FIXTURE_WRITERS = {"ml-100k": _fixture_100k, "ml-1m": _fixture_1m}
 
 
-def _write_folder(dest: Path, files: dict[str, bytes]) -> Path:
-    """Write all files to a temporary folder, then swap it in for ``dest`` in one rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
-    try:
-        for file_name, data in files.items():
-            (tmp / file_name).write_bytes(data)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
 def write_fixture(name: str, dir: str | os.PathLike, n_users: int = 30, n_items: int = 20,
                   n_ratings: int = 200, seed: int = 0) -> Path:
     """Write a small synthetic ``name`` release to ``dir/name`` in the publisher's exact formats.
 
-    Deterministic for a given seed, so offline notebooks and tests parse the same files every
-    run. Returns the folder, which :func:`load_movielens` accepts as ``data_dir``.
+    Deterministic for a given seed, byte for byte, so offline notebooks and tests parse the same
+    files every run. ``dir/name`` must be absent, empty or a fixture written before (see
+    :mod:`llmrec_lab.io`). Returns the folder, which :func:`load_movielens` accepts as
+    ``data_dir``.
     """
     _release(name)
     if n_users < 1 or n_items < 1 or not 1 <= n_ratings <= n_users * n_items:
@@ -437,4 +432,9 @@ def write_fixture(name: str, dir: str | os.PathLike, n_users: int = 30, n_items:
                          f"got {n_users}, {n_items}, {n_ratings}")
     rng = np.random.default_rng(seed)
     ratings = _fixture_ratings(name, rng, n_users, n_items, n_ratings)
-    return _write_folder(Path(dir) / name, _FIXTURE_WRITERS[name](rng, ratings, n_users, n_items))
+    files = _FIXTURE_WRITERS[name](rng, ratings, n_users, n_items)
+    dest = Path(dir) / name
+    with atomic_folder(dest, f"MovieLens {name} fixture") as tmp:  # all files or none
+        for file_name, data in files.items():
+            (tmp / file_name).write_bytes(data)
+    return dest

@@ -12,42 +12,68 @@ matching technique should gain nothing.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
-from llmrec_lab.config import Profile, get_profile
+from llmrec_lab.config import (Choice, ParameterError, Profile, Range, check_fields, check_names,
+                               checked_fields, get_profile, param)
 from llmrec_lab.data import dynamics
 from llmrec_lab.data.dynamics import Truth, UserState
-from llmrec_lab.data.schemas import Schema, get_schema
+from llmrec_lab.data.schemas import SCHEMAS, Schema, get_schema
+from llmrec_lab.io import atomic_folder
 
 FILES = ("config.json", "items.csv", "users.csv", "ratings.csv", "triples.tsv",
          "rating_truth.csv", "daily.csv", "truth.safetensors")
 
 
+# What the generator can honour. Sizes: at least one of each; the users x items table of who
+# consumed what is held in memory, hence MAX_CELLS. Strengths are multipliers of 1.0 (0 switches
+# a signal off; a negative one would flip a scale's sign). The rating noise must be positive:
+# the oracle divides by it. Real values stop at 100, far past the 1..5 rating scale, where
+# every rating would already clip. A slate holds distinct items and costs slate_size² per visit.
+SIZE = Range(int, 1, 1_000_000)
+STRENGTH = Range(float, 0.0, 100.0)
+MAX_CELLS = 10**9
+WHAT = "world parameter"  # how error messages name a field
+
+
 @dataclass(frozen=True)
 class WorldConfig:
-    """Size, seed and signal strengths of a world (1.0 is the default strength, 0 switches off)."""
+    """Size, seed and signal strengths of a world (1.0 is the default strength, 0 switches off).
 
-    name: str = "shop"
-    n_users: int = 300
-    n_items: int = 120
-    n_days: int = 40
-    seed: int = 0
-    text: float = 1.0  # category tastes, quality and price: what the item text reveals
-    image: float = 1.0  # style tastes: what only the image reveals
-    kg: float = 1.0  # maker / director tastes: what only the knowledge graph reveals
-    id: float = 1.0  # item appeal that only interactions reveal
-    boredom: float = 1.0
-    novelty: float = 1.0
-    noise_sd: float = 0.7  # rating noise; sets the noise floor
-    mu: float = 3.3
-    slate_size: int = 5
+    Every field is checked on construction (:mod:`llmrec_lab.config`), so a bad value from a
+    notebook, ``--set`` or a saved ``config.json`` fails with one line naming it.
+    """
+
+    name: str = param("shop", Choice(tuple(SCHEMAS)))
+    n_users: int = param(300, SIZE)
+    n_items: int = param(120, SIZE)
+    n_days: int = param(40, Range(int, 1, 10_000))
+    seed: int = param(0, Range(int, 0))
+    text: float = param(1.0, STRENGTH)  # category tastes, quality and price: what the text reveals
+    image: float = param(1.0, STRENGTH)  # style tastes: what only the image reveals
+    kg: float = param(1.0, STRENGTH)  # maker / director tastes: what only the KG reveals
+    id: float = param(1.0, STRENGTH)  # item appeal that only interactions reveal
+    boredom: float = param(1.0, STRENGTH)
+    novelty: float = param(1.0, STRENGTH)
+    noise_sd: float = param(0.7, Range(float, 0.0, 100.0, low_open=True))  # sets the noise floor
+    mu: float = param(3.3, Range(float, -100.0, 100.0))
+    slate_size: int = param(5, Range(int, 1, 100))  # distinct items per slate
+
+    def __post_init__(self) -> None:
+        check_fields(self, WHAT)
+        if self.n_users * self.n_items > MAX_CELLS:
+            raise ParameterError(f"{WHAT}s n_users={self.n_users}, n_items={self.n_items} are "
+                                 f"not allowed: n_users * n_items must be at most {MAX_CELLS:,}")
+        if self.slate_size > self.n_items:  # a slate shows distinct items
+            raise ParameterError(f"{WHAT} slate_size={self.slate_size} is not allowed: use an "
+                                 f"integer in 1..{self.n_items} (n_items)")
 
     @classmethod
     def from_profile(cls, name: str = "shop", profile: Profile | str | None = None,
@@ -55,10 +81,32 @@ class WorldConfig:
         """Sizes from the profile (see :mod:`llmrec_lab.config`), everything else overridable."""
         p = profile if isinstance(profile, Profile) else get_profile(profile)
         base = dict(name=name, n_users=p.n_users, n_items=p.n_items, n_days=p.n_days, seed=seed)
-        unknown = set(overrides) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown world parameter(s): {', '.join(sorted(unknown))}")
+        check_names(cls, overrides, WHAT)
         return cls(**{**base, **overrides})
+
+    @classmethod
+    def read(cls, path: Path) -> "WorldConfig":
+        """The config a saved world's ``config.json`` holds, or one line naming what is wrong."""
+        try:
+            data = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+            raise ParameterError(f"{path}: not a JSON object of {WHAT}s ({err})") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> "WorldConfig":
+        """A config read from ``source`` (a file): a JSON object naming every parameter."""
+        if not isinstance(data, dict):
+            raise ParameterError(f"{source}: expected a JSON object of {WHAT}s, "
+                                 f"got {type(data).__name__}")
+        try:
+            check_names(cls, data, WHAT)
+            missing = [name for name in checked_fields(cls) if name not in data]
+            if missing:  # a default would silently describe another world than the files
+                raise ParameterError(f"missing {WHAT}(s) {', '.join(missing)}")
+            return cls(**data)
+        except ParameterError as err:
+            raise ParameterError(f"{source}: {err}") from None
 
 
 @dataclass
@@ -91,20 +139,14 @@ class World:
         return keyed["expected_rating"].to_numpy()
 
     def save(self, out: str | Path) -> Path:
-        """Write the world's files into ``out`` atomically: all of them or none."""
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        """Write the world's files into ``out``, all of them or none; byte-identical for a seed.
+
+        ``out`` must be absent, empty or a world saved before: a folder holding anything else
+        raises :class:`llmrec_lab.io.FolderNotOurs` and is left as it was.
+        """
+        with atomic_folder(out, "world") as tmp:
             self._write(tmp)
-            if out.exists():
-                _replace_dir(tmp, out)
-            else:
-                os.replace(tmp, out)
-        except BaseException:
-            _remove_tree(tmp)
-            raise
-        return out
+        return Path(out)
 
     def _write(self, d: Path) -> None:
         (d / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
@@ -118,8 +160,10 @@ class World:
         arrays = {f"truth.{k}": np.ascontiguousarray(v) for k, v in vars(self.truth).items()
                   if isinstance(v, np.ndarray)}
         arrays |= {f"state.{k}": np.ascontiguousarray(v) for k, v in vars(self.state).items()}
-        save_file(arrays, str(d / "truth.safetensors"),
-                  metadata={"mu": repr(self.truth.mu), "noise_sd": repr(self.truth.noise_sd)})
+        # safetensors writes its metadata from a hash map, in an order that changes from run to
+        # run; one entry keeps the header bytes fixed (the tensors it sorts by name)
+        scalars = json.dumps({"mu": self.truth.mu, "noise_sd": self.truth.noise_sd})
+        save_file(arrays, str(d / "truth.safetensors"), metadata={"scalars": scalars})
 
     @classmethod
     def load(cls, directory: str | Path) -> "World":
@@ -128,35 +172,63 @@ class World:
         missing = [f for f in FILES if not (d / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{d} is not a saved world: missing {', '.join(missing)}")
-        config = WorldConfig(**json.loads((d / "config.json").read_text()))
-        tensors = load_file(str(d / "truth.safetensors"))
-        with open(d / "truth.safetensors", "rb") as fh:  # scalars live in the header metadata
-            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))["__metadata__"]
-        truth = Truth(mu=float(header["mu"]), noise_sd=float(header["noise_sd"]),
+        c = WorldConfig.read(d / "config.json")
+        truth, state = _read_truth(d / "truth.safetensors", c)
+        ratings = _read_table(d / "ratings.csv", None, dtype={"rating": np.float64})
+        return cls(config=c, items=_read_table(d / "items.csv", c.n_items),
+                   users=_read_table(d / "users.csv", c.n_users), ratings=ratings,
+                   triples=_read_table(d / "triples.tsv", None, sep="\t"), truth=truth,
+                   rating_truth=_read_table(d / "rating_truth.csv", len(ratings)),
+                   daily=_read_table(d / "daily.csv", c.n_days), state=state)
+
+
+class WorldFileError(ValueError):
+    """A file of a saved world is unreadable or disagrees with the world's config."""
+
+    def __init__(self, path: Path, problem: object) -> None:
+        super().__init__(f"{path}: {' '.join(str(problem).split())}")  # one line
+
+
+# The columns of each table a world saves (see World's fields).
+COLUMNS = {"items.csv": ("item_id", "title", "text", "category", "brand", "tier"),
+           "users.csv": ("user_id", "first_seen"),
+           "ratings.csv": ("user_id", "item_id", "rating", "timestamp"),
+           "triples.tsv": ("head", "relation", "tail"),
+           "rating_truth.csv": ("user_id", "item_id", "utility", "expected_rating"),
+           "daily.csv": ("day", "active", "visitors", "consumptions", "mean_utility",
+                         "mean_satisfaction")}
+
+
+def _read_table(path: Path, rows: int | None, **read_csv: Any) -> pd.DataFrame:
+    """One saved table, with its columns and (where the config fixes it) its length checked,
+    so a damaged file fails here, naming itself, not later in some model."""
+    try:
+        table = pd.read_csv(path, **read_csv)
+    except (ValueError, OSError) as err:  # pandas' parser errors are ValueErrors
+        raise WorldFileError(path, f"not a readable table ({err})") from None
+    if tuple(table.columns) != COLUMNS[path.name]:
+        raise WorldFileError(path, f"columns {list(table.columns)!r:.200}, expected "
+                                   f"{list(COLUMNS[path.name])}")
+    if rows is not None and len(table) != rows:
+        raise WorldFileError(path, f"{len(table)} rows, expected {rows}")
+    return table
+
+
+def _read_truth(path: Path, config: WorldConfig) -> tuple[Truth, UserState]:
+    """The truth and end state a world saved, their sizes checked against its config."""
+    try:
+        with safe_open(path, framework="numpy") as f:
+            scalars = json.loads(f.metadata()["scalars"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        truth = Truth(mu=float(scalars["mu"]), noise_sd=float(scalars["noise_sd"]),
                       **{k[6:]: v for k, v in tensors.items() if k.startswith("truth.")})
         state = UserState(**{k[6:]: v for k, v in tensors.items() if k.startswith("state.")})
-        return cls(config=config, items=pd.read_csv(d / "items.csv"),
-                   users=pd.read_csv(d / "users.csv"),
-                   ratings=pd.read_csv(d / "ratings.csv", dtype={"rating": np.float64}),
-                   triples=pd.read_csv(d / "triples.tsv", sep="\t"), truth=truth,
-                   rating_truth=pd.read_csv(d / "rating_truth.csv"),
-                   daily=pd.read_csv(d / "daily.csv"), state=state)
-
-
-def _replace_dir(new: Path, old: Path) -> None:
-    """Swap a finished directory in for an existing one, keeping the old until the swap."""
-    trash = old.with_name(f".{old.name}.old")
-    _remove_tree(trash)
-    os.replace(old, trash)
-    os.replace(new, old)
-    _remove_tree(trash)
-
-
-def _remove_tree(path: Path) -> None:
-    if path.exists():
-        for child in sorted(path.rglob("*"), reverse=True):
-            child.rmdir() if child.is_dir() else child.unlink()
-        path.rmdir()
+    except Exception as err:  # safetensors, json and the dataclasses each fail their own way
+        raise WorldFileError(path, f"not a saved truth ({type(err).__name__}: {err})") from None
+    if (truth.n_users, truth.n_items) != (config.n_users, config.n_items):
+        raise WorldFileError(path, f"holds {truth.n_users} users and {truth.n_items} items, "
+                                   f"expected {config.n_users} and {config.n_items}")
+    return truth, state
 
 
 def make_world(name: str = "shop", profile: Profile | str | None = None, seed: int = 0,
@@ -186,8 +258,24 @@ def generate(config: WorldConfig) -> World:
 
 
 def random_browsing(n_items: int, k: int, rng: np.random.Generator) -> dynamics.Policy:
-    """The logging system of a world's history: each visitor browses ``k`` random items."""
-    return lambda users, day, state: rng.integers(0, n_items, size=(len(users), k))
+    """The logging system of a world's history: each visitor browses ``k`` distinct random items.
+
+    Every ordered slate of ``k`` distinct items is equally likely. Floyd's algorithm draws each
+    row's set one slot at a time, vectorised over visitors, then each row is shuffled: it costs
+    visitors x k² per day, where random keys over the whole catalogue would cost visitors x items.
+    """
+    if not 1 <= k <= n_items:
+        raise ValueError(f"slate size k must be in 1..{n_items} (the number of items), got {k}")
+
+    def policy(users: np.ndarray, day: int, state: dynamics.UserState) -> np.ndarray:
+        slates = np.empty((len(users), k), dtype=np.int64)
+        for slot, top in enumerate(range(n_items - k, n_items)):
+            pick = rng.integers(0, top + 1, size=len(users))
+            taken = (slates[:, :slot] == pick[:, None]).any(axis=1)
+            slates[:, slot] = np.where(taken, top, pick)  # Floyd: if taken, take ``top`` instead
+        return rng.permuted(slates, axis=1)
+
+    return policy
 
 
 def sample_truth(c: WorldConfig, s: Schema, rng: np.random.Generator) -> Truth:

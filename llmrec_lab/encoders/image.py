@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from llmrec_lab.config import pick_device
-from llmrec_lab.encoders.text import EmbeddingCache, default_cache_dir
+from llmrec_lab.encoders.text import EmbeddingCache
 
 ARCHITECTURES = ("resnet18", "mobilenet_v3_small")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -99,8 +98,7 @@ class ImageEncoder:
         setting = {"arch": arch, "fingerprint": weights_fingerprint(model),
                    "input_size": input_size, "mean": list(IMAGENET_MEAN),
                    "std": list(IMAGENET_STD)}
-        self.cache = EmbeddingCache(Path(cache_dir) if cache_dir else default_cache_dir(),
-                                    f"image-{arch}", setting)
+        self.cache = EmbeddingCache(cache_dir, f"image-{arch}", setting)
 
     @property
     def dim(self) -> int:

@@ -13,12 +13,14 @@ such as size and mtime can miss a rewrite within one timestamp tick, or a reinst
 timestamps.
 
 Each setting gets one directory, ``<name>-<key>/``, holding ``index.json`` (the setting and a
-sha256 per shard) and shards ``shard-<uuid>.safetensors`` (``keys``: sha256 of each text;
-``vectors``: float32 embeddings). Files are written to a temp name and ``os.replace``d, and a
-shard is listed only once it is on disk, so a crash leaves at worst an unlisted shard. A file
-that fails its checksum or will not parse is dropped with a warning and its texts are encoded
-again. Two processes writing at once may lose each other's newest shard (those texts are
-encoded again), never corrupt the cache.
+sha256 per shard) and shards ``shard-<sha256>.safetensors`` (``keys``: sha256 of each text;
+``vectors``: float32 embeddings), named by their content so the same texts give the same bytes
+and names. The directory is claimed with :func:`llmrec_lab.io.claim_folder` (a folder holding
+someone else's files is refused) and every file is written with
+:func:`llmrec_lab.io.atomic_write`; a shard is listed only once it is on disk, so a crash leaves
+at worst an unlisted shard. A file that fails its checksum or will not parse is dropped with a
+warning and its texts are encoded again. Two processes writing at once may lose each other's
+newest shard (those texts are encoded again), never corrupt the cache.
 """
 from __future__ import annotations
 
@@ -26,8 +28,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
-import uuid
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -45,13 +45,15 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from transformers.utils import cached_file
 
 from llmrec_lab.config import pick_device, pick_dtype
+from llmrec_lab.io import atomic_write, cache_dir, claim_folder
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_ALIASES = {"minilm": DEFAULT_TEXT_MODEL}
 KNOWN_MODELS = (DEFAULT_TEXT_MODEL, "bert-base-uncased")  # what `llmrec-lab info` reports on
-CACHE_ENV = "LLMREC_CACHE_DIR"
 MAX_SHARDS = 32  # merge a setting's shards into one beyond this, so loading stays fast
-INDEX_VERSION = 1
+# 2: shards named by content, folders marked as ours. The version enters the folder name, so a
+# version-1 folder (unmarked, so not ours to write) is left alone rather than refused.
+INDEX_VERSION = 2
 
 
 def canonical_model_name(name: str | None = None) -> str:
@@ -119,13 +121,6 @@ def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> 
     return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
-def default_cache_dir() -> Path:
-    """``$LLMREC_CACHE_DIR/embeddings``, else ``~/.cache/llmrec_lab/embeddings``."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root) if root else Path.home() / ".cache" / "llmrec_lab"
-    return base / "embeddings"
-
-
 def model_directory(source: str) -> Path:
     """The directory holding a loaded model's files: the path itself, or its Hub snapshot."""
     if Path(source).is_dir():
@@ -149,28 +144,18 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path``, then rename it over: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class EmbeddingCache:
-    """The embeddings of one model setting, on disk and in memory (see the module doc)."""
+    """The embeddings of one model setting, on disk and in memory (see the module doc).
 
-    def __init__(self, root: Path, name: str, setting: dict) -> None:
-        key = hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
+    ``root`` defaults to ``embeddings/`` in the course's cache (:func:`llmrec_lab.io.cache_dir`).
+    """
+
+    def __init__(self, root: str | os.PathLike | None, name: str, setting: dict) -> None:
+        identity = json.dumps([INDEX_VERSION, setting], sort_keys=True).encode()
+        key = hashlib.sha256(identity).hexdigest()[:16]
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.rstrip("/\\").split("/")[-1]) or "model"
-        self.directory = Path(root) / f"{slug}-{key}"
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = Path(root or cache_dir("embeddings")) / f"{slug}-{key}"
+        claim_folder(self.directory, f"embedding cache of {name}")
         self.index_path = self.directory / "index.json"
         self.name, self.setting = name, setting
         self.vectors: dict[bytes, np.ndarray] = {}
@@ -242,14 +227,15 @@ class EmbeddingCache:
         key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
         data = save_safetensors({"keys": key_array,
                                  "vectors": np.ascontiguousarray(vectors, dtype=np.float32)})
-        name = f"shard-{uuid.uuid4().hex}.safetensors"
-        _atomic_write(self.directory / name, data)
-        return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "n": len(keys)}
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"shard-{digest[:32]}.safetensors"
+        atomic_write(self.directory / name, data)
+        return {"file": name, "sha256": digest, "n": len(keys)}
 
     def _write_index(self, shards: list[dict]) -> None:
         index = {"version": INDEX_VERSION, "model": self.name, "setting": self.setting,
                  "shards": shards}
-        _atomic_write(self.index_path, json.dumps(index, indent=1).encode())
+        atomic_write(self.index_path, json.dumps(index, indent=1).encode())
 
     def _compact(self, shards: list[dict]) -> None:
         """Replace all shards by one holding every vector in memory, then delete the old files."""
@@ -257,7 +243,8 @@ class EmbeddingCache:
         entry = self._write_shard(keys, np.stack([self.vectors[k] for k in keys]))
         self._write_index([entry])
         for old in shards:
-            (self.directory / old["file"]).unlink(missing_ok=True)
+            if old["file"] != entry["file"]:  # content-named: the merge may equal an old shard
+                (self.directory / old["file"]).unlink(missing_ok=True)
 
 
 class TextEncoder:
@@ -273,8 +260,7 @@ class TextEncoder:
         self.batch_size, self.max_length, self.normalize = batch_size, max_length, normalize
         setting = {"fingerprint": model_fingerprint(model_directory(resolve_model_path(self.name))),
                    "dtype": str(self.dtype), "max_length": max_length, "normalize": normalize}
-        self.cache = EmbeddingCache(Path(cache_dir) if cache_dir else default_cache_dir(),
-                                    self.name, setting)
+        self.cache = EmbeddingCache(cache_dir, self.name, setting)
 
     @property
     def dim(self) -> int:

@@ -133,7 +133,7 @@ def _check(n: int, row: Sequence[str], vocabulary: set[str] | None,
             return Problem(n, "empty", f"{name} is empty or not a string ({value!r})")
     head, relation, tail = row
     if head == tail:
-        return Problem(n, "self_loop", f"{head!r} {relation} itself")
+        return Problem(n, "self_loop", f"{head!r} {relation!r} itself")
     if vocabulary is not None:
         unknown = [e for e in (head, tail) if e not in vocabulary]
         if unknown:

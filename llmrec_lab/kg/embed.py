@@ -14,7 +14,9 @@ Complex embeddings (RotatE) are exported as real arrays of twice the width (real
 
 Runs are deterministic for a seed on CPU (pykeen's ``random_seed``) and cached on disk:
 ``<cache>/kge/<model>-<key>/`` holds ``embeddings.safetensors`` and ``meta.json``, where the key
-hashes the triples, the model and every hyperparameter and the seed.
+hashes the triples, the model and every hyperparameter and the seed. The folder is written whole
+by :func:`llmrec_lab.io.atomic_folder`, and its files are byte-identical for a seed (no timings
+are stored), so a cache can be compared or shipped.
 
 pykeen calls ``gc.collect()`` after every epoch, which costs most of a second in a process that
 holds a large heap (a notebook with transformers loaded), so we ``gc.freeze()`` the existing
@@ -29,7 +31,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -41,7 +42,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from llmrec_lab.config import Profile, get_profile
-from llmrec_lab.encoders.text import default_cache_dir
+from llmrec_lab.io import atomic_folder, cache_dir as cache_root
 from llmrec_lab.kg.build import TripleSet
 
 MODELS = {"transe": "TransE", "rotate": "RotatE", "distmult": "DistMult"}
@@ -210,8 +211,7 @@ def _train(kg: TripleSet, c: KGEConfig) -> KGEmbedding:
                                       columns=["head", "relation", "tail"])
                          for tf in (train, test))
     metrics["random"] = random_baseline(train_df, test_df, factory.num_entities)
-    metrics |= {"n_train": len(train_df), "n_test": len(test_df),
-                "train_seconds": round(float(result.train_seconds), 3)}
+    metrics |= {"n_train": len(train_df), "n_test": len(test_df)}
     model = result.model
     with torch.no_grad():
         entity = model.entity_representations[0](indices=None)
@@ -235,25 +235,21 @@ def _cache_path(kg: TripleSet, c: KGEConfig, cache_dir: str | os.PathLike | None
     for row in kg.triples.itertuples(index=False, name=None):
         digest.update("\t".join(row).encode() + b"\n")
     digest.update(json.dumps(asdict(c), sort_keys=True).encode())
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    return root / "kge" / f"{c.model}-{digest.hexdigest()[:20]}"
+    return Path(cache_dir or cache_root()) / "kge" / f"{c.model}-{digest.hexdigest()[:20]}"
 
 
 def _save(e: KGEmbedding, directory: Path) -> None:
-    """Write the arrays and the metadata to a temp folder, then move it into place."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    save_file({"entity": e.entity_emb, "relation": e.relation_emb},
-              str(tmp / "embeddings.safetensors"))
+    """Write the arrays and the metadata as one folder, all or nothing.
+
+    Another process that cached the same run first wrote the same bytes, so replacing its folder
+    changes nothing.
+    """
     meta = {"entities": e.entities, "relations": e.relations, "metrics": e.metrics,
             "config": asdict(e.config), "triples": e.triples.to_numpy().tolist()}
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    try:
-        os.replace(tmp, directory)
-    except OSError:  # another process cached the same run first: keep theirs
-        for f in tmp.iterdir():
-            f.unlink()
-        tmp.rmdir()
+    with atomic_folder(directory, "KG embedding") as tmp:
+        save_file({"entity": e.entity_emb, "relation": e.relation_emb},
+                  str(tmp / "embeddings.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps(meta))
 
 
 def _load(directory: Path, kg: TripleSet, c: KGEConfig) -> KGEmbedding:

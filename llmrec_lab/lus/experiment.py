@@ -22,6 +22,7 @@ from llmrec_lab.lus.policies import (BanditPolicy, ConsumptionHistory, calibrate
                                      lus_policy, mmr_policy, oracle_policy, random_policy,
                                      recency_features)
 from llmrec_lab.lus.simulator import Run, simulate
+from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import RatingModel, make_model, score_all
 
 POLICIES = ("random", "greedy", "mmr", "calibrated", "lus", "learned", "oracle")
@@ -31,46 +32,51 @@ MF_GRID = tuple((reg, factors) for reg in (0.1, 0.3) for factors in (16, 32))
 """(reg, factors) settings :func:`fit_mf` chooses among, by validation RMSE."""
 
 
-def _rmse(truth: np.ndarray, predicted: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((truth - np.clip(predicted, 1, 5)) ** 2)))
-
-
 def fit_mf(world: World, epochs: int, grid: tuple[tuple[float, int], ...] = MF_GRID,
            valid_frac: float = 0.1, seed: int = 0) -> tuple[RatingModel, dict[str, float]]:
     """The chapter's rating model: MF that separates a user's taste from their recent history.
 
-    A random ``valid_frac`` of the logged ratings is held out. Each (reg, factors) of ``grid``
-    trains on the rest, with early stopping on the held-out ratings, and the lowest validation
-    RMSE wins. Logged ratings also carry the user's state: a category had lately is rated
-    lower, a fresh one higher. So the residuals of the winner on the held-out ratings are
-    regressed on :func:`~llmrec_lab.lus.policies.recency_features`, and the same setting is
-    refitted on ratings with that effect taken out: its scores then estimate the rating of an
-    item on its own, and the model predicts a logged rating as score plus effect. That model is
-    kept if it predicts the held-out ratings better (as it does in the shop world).
+    Two random ``valid_frac`` shares of the logged ratings are held out, for two jobs. Each
+    (reg, factors) of ``grid`` trains on the rest, early-stopped on the first held-out share
+    (``valid``), and the lowest validation RMSE wins. Logged ratings also carry the user's
+    state: a category had lately is rated lower, a fresh one higher. So the winner's residuals
+    on ``valid`` (ratings it was not fitted to) are regressed on
+    :func:`~llmrec_lab.lus.policies.recency_features`, and the same setting is refitted, for the
+    winner's best number of epochs, on ratings with that effect taken out: its scores then
+    estimate the rating of an item on its own, and it predicts a logged rating as score plus
+    effect. Which of the two is kept is decided on the second share (``choice``), which neither
+    the early stopping nor the effect has seen: decided on ``valid``, the model with the effect
+    fitted there would be favoured in-sample.
 
-    Only rating accuracy on held-out ratings decides; what a policy later does with the scores
-    plays no part. Returns the model and the validation RMSEs (``plain``, ``with_recency``).
+    Both RMSEs clip predictions to the rating scale seen in training, the rule by which MF
+    early-stops and predicts. Only rating accuracy on held-out ratings decides; what a policy
+    later does with the scores plays no part. Returns the model and the RMSEs on ``choice``
+    (``plain``, ``with_recency``).
     """
     category = item_categories(world)
-    train, valid = random_split(world.ratings, test_frac=valid_frac, seed=seed)
+    train, valid, choice = random_split(world.ratings, test_frac=valid_frac,
+                                        valid_frac=valid_frac, seed=seed)
     with one_thread():
         fits = [make_model("mf", epochs=epochs, reg=reg, n_factors=factors, seed=seed)
                 .fit(train, valid=valid) for reg, factors in grid]
     plain = min(fits, key=lambda m: min(h["valid_rmse"] for h in m.history_))
+    best_epochs = min(plain.history_, key=lambda h: h["valid_rmse"])["epoch"]
     x = recency_features(world.ratings, category)
-    x_train, x_valid = x.loc[train.index].to_numpy(), x.loc[valid.index].to_numpy()
-    y_valid = valid["rating"].to_numpy()
-    residual = y_valid - plain.predict(valid["user_id"], valid["item_id"])
-    beta = np.linalg.lstsq(np.column_stack([np.ones(len(x_valid)), x_valid]), residual,
+    effect = {name: x.loc[part.index].to_numpy() for name, part in
+              (("train", train), ("valid", valid), ("choice", choice))}
+    residual = valid["rating"].to_numpy() - plain.score(valid["user_id"], valid["item_id"])
+    beta = np.linalg.lstsq(np.column_stack([np.ones(len(residual)), effect["valid"]]), residual,
                            rcond=None)[0][1:]
     with one_thread():
-        adjusted = make_model("mf", epochs=epochs, reg=plain.reg, n_factors=plain.n_factors,
-                              seed=seed).fit(train.assign(rating=train["rating"] - x_train @ beta),
-                                             valid=valid.assign(rating=y_valid - x_valid @ beta))
-    rmse = {"plain": _rmse(y_valid, plain.score(valid["user_id"], valid["item_id"])),
-            "with_recency": _rmse(y_valid, adjusted.score(valid["user_id"], valid["item_id"])
-                                  + x_valid @ beta)}
-    return (adjusted if rmse["with_recency"] < rmse["plain"] else plain), rmse
+        adjusted = make_model("mf", epochs=best_epochs, reg=plain.reg,
+                              n_factors=plain.n_factors, seed=seed).fit(
+            train.assign(rating=train["rating"] - effect["train"] @ beta))
+    u, i, y = choice["user_id"], choice["item_id"], choice["rating"].to_numpy()
+    rmse_on_choice = {"plain": rmse(y, plain.score(u, i), clip=plain.scale_),
+                      "with_recency": rmse(y, adjusted.score(u, i) + effect["choice"] @ beta,
+                                           clip=plain.scale_)}
+    better = rmse_on_choice["with_recency"] < rmse_on_choice["plain"]
+    return (adjusted if better else plain), rmse_on_choice
 
 
 def mf_scores(world: World, epochs: int, seed: int = 0) -> np.ndarray:

@@ -91,7 +91,13 @@ def calibration_kl(slates: np.ndarray, users: np.ndarray, target: np.ndarray,
 
 
 def gap_closed(value: float, greedy: float, oracle: float) -> float:
-    """Share of the greedy-to-oracle gap a policy closes: 0 at greedy, 1 at the oracle."""
+    """Share of the greedy-to-oracle gap a policy closes: 0 at greedy, 1 at the oracle.
+
+    NaN when greedy equals the oracle: with no gap there is no share to close. A NaN marks that
+    one cell of a comparison table, where an error would lose the whole table.
+    """
+    if oracle == greedy:
+        return float("nan")
     return float((value - greedy) / (oracle - greedy))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec_lab.data.dynamics import DAY_SECONDS, EPOCH, NOVELTY_DAYS, Policy, Truth, UserState, utility
-from llmrec_lab.data.world import World
+from llmrec_lab.data.world import World, random_browsing
 from llmrec_lab.metrics import top_k
 
 RECENCY_DECAY = 0.8  # per day: how fast the LUS re-ranker forgets a consumption
@@ -44,9 +44,9 @@ def item_categories(world: World) -> np.ndarray:
 
 
 def random_policy(n_items: int, k: int = 5, seed: int = 0) -> Policy:
-    """Uniformly random slates: the floor any recommender should clear."""
-    rng = np.random.default_rng(seed)
-    return lambda users, day, state: rng.integers(0, n_items, size=(len(users), k))
+    """Uniformly random slates of ``k`` distinct items, as the world's logging system showed:
+    the floor any recommender should clear."""
+    return random_browsing(n_items, k, np.random.default_rng(seed))
 
 
 def greedy_policy(scores: np.ndarray, k: int = 5) -> Policy:
@@ -155,6 +155,15 @@ def fit_recency_effects(ratings: pd.DataFrame, predicted: np.ndarray, category: 
     return float(-beta[1]), float(beta[2])
 
 
+def _best_not_taken(score: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Each row's best-scored column not yet on the slate.
+
+    Consumed items score -inf; they rank below every unseen item but above those already
+    taken, so a user with fewer unseen items than slots still gets a slate of distinct items.
+    """
+    return np.where(taken, -np.inf, np.maximum(score, np.finfo(score.dtype).min)).argmax(axis=1)
+
+
 def _greedy_slates(base: np.ndarray, category: np.ndarray, k: int,
                    repeat_penalty: float) -> np.ndarray:
     """Fill slates one slot at a time, docking ``repeat_penalty`` per same-category item shown."""
@@ -162,13 +171,12 @@ def _greedy_slates(base: np.ndarray, category: np.ndarray, k: int,
     rows = np.arange(n)
     n_cat = int(category.max()) + 1
     in_slate = np.zeros((n, n_cat))
-    score = base.copy()
+    taken = np.zeros(base.shape, dtype=bool)
     slates = np.empty((n, k), dtype=np.int64)
     for slot in range(k):
-        adjusted = score - repeat_penalty * in_slate[:, category]
-        pick = adjusted.argmax(axis=1)
+        pick = _best_not_taken(base - repeat_penalty * in_slate[:, category], taken)
         slates[:, slot] = pick
-        score[rows, pick] = -np.inf
+        taken[rows, pick] = True
         in_slate[rows, category[pick]] += 1
     return slates
 
@@ -185,11 +193,12 @@ def mmr_policy(scores: np.ndarray, category: np.ndarray, k: int = 5,
         n = len(users)
         rows = np.arange(n)
         shown = np.zeros((n, int(category.max()) + 1), dtype=bool)
+        taken = np.zeros(base.shape, dtype=bool)
         slates = np.empty((n, k), dtype=np.int64)
         for slot in range(k):
-            pick = (base - diversity * shown[:, category]).argmax(axis=1)
+            pick = _best_not_taken(base - diversity * shown[:, category], taken)
             slates[:, slot] = pick
-            base[rows, pick] = -np.inf
+            taken[rows, pick] = True
             shown[rows, category[pick]] = True
         return slates
 
@@ -216,6 +225,7 @@ def calibrated_policy(scores: np.ndarray, category: np.ndarray, k: int = 5,
         p = counts / counts.sum(axis=1, keepdims=True)
         cand = top_k_unseen(scores[users], state.consumed[users], candidates)  # (n, m)
         cand_scores = np.take_along_axis(scores[users], cand, axis=1)
+        cand_seen = np.take_along_axis(state.consumed[users], cand, axis=1)  # only as fillers
         cand_onehot = onehot[cand]  # (n, m, C)
         rows = np.arange(n)
         slate_counts = np.zeros((n, n_cat))
@@ -227,7 +237,7 @@ def calibrated_policy(scores: np.ndarray, category: np.ndarray, k: int = 5,
             q = (1 - alpha) * q + alpha * p[:, None, :]
             kl = (p[:, None, :] * np.log(p[:, None, :] / q)).sum(axis=2)
             objective = (1 - weight) * (total[:, None] + cand_scores) - weight * kl
-            pick = np.where(taken, -np.inf, objective).argmax(axis=1)
+            pick = _best_not_taken(np.where(cand_seen, -np.inf, objective), taken)
             taken[rows, pick] = True
             slates[:, slot] = cand[rows, pick]
             total += cand_scores[rows, pick]

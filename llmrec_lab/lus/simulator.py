@@ -45,6 +45,17 @@ class Run:
         return self.slates.filter(like="slot").to_numpy()
 
 
+def _checked(slates: np.ndarray, day: int) -> np.ndarray:
+    """The policy's slates, refused if one repeats an item: NDCG would count it twice and the
+    diversity and coverage metrics would skew."""
+    ordered = np.sort(slates, axis=1)
+    repeats = int((ordered[:, 1:] == ordered[:, :-1]).any(axis=1).sum())
+    if repeats:
+        raise ValueError(f"the policy showed {repeats} slate(s) on day {day} that repeat an item;"
+                         " a slate must hold distinct items")
+    return slates
+
+
 class _Recorder:
     """Call the policy, noting the truth of the morning and the slates it showed."""
 
@@ -62,7 +73,7 @@ class _Recorder:
         visited = np.zeros(self.truth.n_users, dtype=bool)
         visited[users] = True
         self.visited.append(visited)
-        slates = np.asarray(self.policy(users, day, state), dtype=np.int64)
+        slates = _checked(np.asarray(self.policy(users, day, state), dtype=np.int64), day)
         self.ndcg.append(self._ndcg(users, slates, day, state))
         self.slates.append(slates)
         self.users.append(users)
@@ -103,7 +114,8 @@ def simulate(world: World, policy: Policy, days: int, seed: int = 0) -> Run:
     """Replay ``days`` more days of ``world`` under ``policy``, from where its history ended.
 
     The world itself is left untouched; the same seed gives the same users' choices, so two
-    policies run with one seed face the same dice wherever they show the same thing.
+    policies run with one seed face the same dice wherever they show the same thing. A policy
+    must show distinct items on a slate: one that repeats an item raises ``ValueError``.
     """
     start = world.config.n_days
     rng = np.random.default_rng([world.config.seed, 1000, seed])

@@ -240,7 +240,9 @@ class FusionRater(RatingModel):
     (by default every modality ``features`` holds, and the ID).
 
     ``fit(ratings, valid)`` trains with early stopping on ``valid`` (batches of about 1/16 of
-    the ratings unless ``batch_size`` is given); ``predict`` and ``score``
+    the ratings unless ``batch_size`` is given); ``history_`` has each epoch's ``train_rmse``
+    (the data's error over the epoch's batches, penalty left out) and ``valid_rmse`` (of the
+    clipped predictions, as reported). ``predict`` and ``score``
     work as for the baselines, and also for items never rated in training (cold items), as
     long as ``features`` covers them. :meth:`attention_weights` returns each (user, item)'s
     weights over :attr:`tokens_`.
@@ -390,11 +392,12 @@ class FusionRater(RatingModel):
         for rows in order.split(self.batch_size_):
             batch = self._batch(u[rows], i[rows], self.weight_[rows], drop=gen)
             pred, _ = self.net_(batch)
-            loss = ((pred - y[rows].float()) ** 2).mean() + self.reg * self.net_.penalty(batch)
+            mse = ((pred - y[rows].float()) ** 2).mean()
+            loss = mse + self.reg * self.net_.penalty(batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sq_err += float(loss.detach()) * len(rows)
+            sq_err += float(mse.detach()) * len(rows)  # the data's error; the penalty is no error
         self.net_.eval()
         return (sq_err / len(y)) ** 0.5
 
@@ -467,10 +470,17 @@ def split_for(ratings: pd.DataFrame, setting: str, seed: int = 0) -> tuple[pd.Da
 
 
 def run_fusion(world: World, features: ItemFeatures, modalities: Sequence[str],
-               setting: str = "warm", seed: int = 0, **kw) -> dict[str, float]:
-    """Split, fit a :class:`FusionRater` on the given modalities and evaluate it."""
+               setting: str = "warm", seed: int = 0, **kw) -> dict:
+    """Split, fit a :class:`FusionRater` on the given modalities and evaluate it.
+
+    Beside the metrics, ``test_ratings`` and ``test_predictions`` (arrays over the split's test
+    rows, the same rows for every model of a seed) let a chapter pair two models' errors
+    (:func:`llmrec_lab.stats.rmse_difference`).
+    """
     train, valid, test = split_for(world.ratings, setting, seed)
     model = FusionRater(features, modalities, seed=seed, **kw).fit(train, valid)
     return {"modalities": "+".join(modalities), "setting": setting, "seed": seed,
             **evaluate(model, world, train, test, cold=setting == "cold"),
-            "epochs": len(model.history_)}
+            "epochs": len(model.history_), "test_ratings": test["rating"].to_numpy(),
+            "test_predictions": model.predict(test["user_id"].to_numpy(),
+                                              test["item_id"].to_numpy())}

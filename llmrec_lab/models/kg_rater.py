@@ -186,16 +186,17 @@ def _positions(index: pd.Index, ids: np.ndarray) -> np.ndarray:
     return np.where(rows < 0, len(index), rows)
 
 
-def ablation(world, variants: dict[str, dict[str, np.ndarray]], split: str = "cold",
-             seed: int = 0, few: float = 0.25) -> dict[str, float]:
-    """Test RMSE of the bias model, each variant (name -> blocks) and the oracle on one split.
+def ablation_predictions(world, variants: dict[str, dict[str, np.ndarray]],
+                         split: str = "cold", seed: int = 0, few: float = 0.25) -> pd.DataFrame:
+    """The test ratings of one split with each model's prediction: a column for the bias
+    model, one per variant (name -> blocks), and the oracle's.
 
     ``split`` is ``"cold"`` (20% of the items never seen in training) or ``"warm"`` (20% of the
-    ratings at random). For ``"warm"`` the result also has ``<name>@few``: the RMSE over test
-    ratings of users in the lowest ``few`` quantile of training ratings.
+    ratings at random). The column ``few`` marks the test ratings of users in the lowest
+    ``few`` quantile of training ratings. Every model is scored on the same rows, so a chapter
+    can pair their errors (:func:`llmrec_lab.stats.rmse_difference`).
     """
     from llmrec_lab.data.splits import cold_start_items, random_split
-    from llmrec_lab.metrics import rmse
 
     if split not in ("cold", "warm"):
         raise ValueError(f"split must be 'cold' or 'warm', got {split!r}")
@@ -203,15 +204,29 @@ def ablation(world, variants: dict[str, dict[str, np.ndarray]], split: str = "co
     train, test = (cold_start_items(ratings, 0.2, seed=seed) if split == "cold"
                    else random_split(ratings, 0.2, seed=seed))
     counts = train["user_id"].value_counts()
-    sparse = test["user_id"].map(counts).fillna(0).to_numpy() <= counts.quantile(few)
+    out = test[["user_id", "item_id", "rating"]].reset_index(drop=True)
+    out["few"] = out["user_id"].map(counts).fillna(0).to_numpy() <= counts.quantile(few)
+    out["oracle"] = world.oracle_predict(test)
     ids = world.items["item_id"].to_numpy()
     models = {"biases": Biases().fit(train)}
     models |= {name: KGRater(ids, blocks, seed=seed).fit(train)
                for name, blocks in variants.items()}
-    out = {"oracle": rmse(test["rating"], world.oracle_predict(test))}
     for name, model in models.items():
-        pred = model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())
-        out[name] = rmse(test["rating"], pred)
-        if split == "warm":
-            out[f"{name}@few"] = rmse(test["rating"].to_numpy()[sparse], pred[sparse])
+        out[name] = model.predict(out["user_id"].to_numpy(), out["item_id"].to_numpy())
+    return out
+
+
+def ablation(world, variants: dict[str, dict[str, np.ndarray]], split: str = "cold",
+             seed: int = 0, few: float = 0.25) -> dict[str, float]:
+    """Test RMSE of the bias model, each variant and the oracle on one split
+    (:func:`ablation_predictions` summarised). For ``"warm"`` the result also has
+    ``<name>@few``: the RMSE over the test ratings of users with few training ratings."""
+    from llmrec_lab.metrics import rmse
+
+    table = ablation_predictions(world, variants, split, seed, few)
+    names = ["oracle", "biases", *variants]
+    out = {name: rmse(table["rating"], table[name]) for name in names}
+    if split == "warm":
+        sparse = table[table["few"]]
+        out |= {f"{name}@few": rmse(sparse["rating"], sparse[name]) for name in names[1:]}
     return out
