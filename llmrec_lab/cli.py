@@ -266,7 +266,7 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     world = make_world(args.world, args.profile, seed=args.seed)
     examples = make_examples(*split_world(world, args.seed), world.items, settings, args.seed)
     result = run_method(args.method, examples, settings, args.encoder, args.seed)
-    del result["test_predictions"]  # one number per test pair: for chapters, not the summary
+    del result["valid_predictions"], result["test_predictions"]  # per pair: for chapters
     result.update(world=args.world, profile=get_profile(args.profile).name, seed=args.seed,
                   oracle_rmse=rmse(examples.test[1], world.oracle_predict(examples.test_rows)),
                   seconds=round(time.perf_counter() - start, 2))

@@ -17,8 +17,8 @@ fine-tunes a fresh :class:`~llmrec_lab.models.plm_rater.PLMRater` with one metho
   MSE plus its orthogonality penalty).
 - ``train_rmse``, ``valid_rmse``, ``test_rmse`` (and ``test_mae``) of the weights the trainer
   kept (best validation RMSE), predictions clipped to the star scale as the ID baselines' are.
-- ``test_predictions``: those clipped predictions, one per test pair, so that a chapter can pair
-  two raters' errors on the same pairs (:func:`llmrec_lab.stats.rmse_difference`).
+- ``valid_predictions``, ``test_predictions``: those clipped predictions, one per pair, so that a
+  chapter can pair two raters' errors on the same pairs (:func:`llmrec_lab.stats.rmse_difference`).
 """
 from __future__ import annotations
 
@@ -226,6 +226,7 @@ def run_method(method: str, examples: Examples, settings: FinetuneSettings | Non
             "seconds_per_epoch": train_seconds / settings.epochs,
             "train_rmse": scores["probe"]["rmse"], "valid_rmse": scores["valid"]["rmse"],
             "test_rmse": scores["test"]["rmse"], "test_mae": scores["test"]["mae"],
+            "valid_predictions": np.clip(predictions["valid"], 1, SCALE),
             "test_predictions": np.clip(predictions["test"], 1, SCALE),
             "n_train": len(y_train), "n_test": len(data["test"]), "steps": trainer.step,
             "curve": [{k: r[k] for k in ("step", "epoch", "train_loss", "train_rmse",

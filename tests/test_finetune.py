@@ -83,9 +83,11 @@ def test_run_method_reports_cost_curves_and_scores(tiny_bert, method):
     for key in ("train_rmse", "valid_rmse", "test_rmse", "test_mae", "seconds_per_epoch"):
         assert np.isfinite(result[key]) and result[key] >= 0, key
     assert all(0 < r["valid_rmse"] < 4 and 0 < r["train_rmse"] < 4 for r in result["curve"])
-    pred = result.pop("test_predictions")  # one per test pair, clipped: for paired intervals
-    assert pred.shape == (8,) and ((pred >= 1) & (pred <= 5)).all()
-    assert result["test_rmse"] == pytest.approx(rmse(examples.test[1], pred))
+    for split in ("valid", "test"):  # one per pair, clipped: for paired intervals
+        pred = result.pop(f"{split}_predictions")
+        assert pred.shape == (8,) and ((pred >= 1) & (pred <= 5)).all()
+        truth = getattr(examples, split)[1]
+        assert result[f"{split}_rmse"] == pytest.approx(rmse(truth, pred))
     json.dumps(result)  # the rest is plain types: the CLI prints it
 
 
