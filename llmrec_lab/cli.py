@@ -11,8 +11,9 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,17 @@ import pandas as pd
 from llmrec_lab.config import (PROFILES, ParameterError, Range, get_profile, parse_setting,
                                pick_device)
 
+if TYPE_CHECKING:  # imported where used, so that parsing the arguments stays fast
+    from llmrec_lab.data.movielens import MovieLens
+    from llmrec_lab.models.tower import TextTowerRater
+
 PACKAGES = ("llmrec-lab", "torch", "torchvision", "transformers", "peft", "pykeen", "numpy",
             "pandas")
+# llmrec_lab.peft.METHODS, spelled out so parsing the arguments does not import torch (a test
+# checks they agree); the text tower has one more, "frozen"
+TUNED = ("full", "lora", "adalora", "ia3", "prefix", "adapter")
+TOWERS = ("frozen",) + TUNED
+COLD_FRAC, COLD_SEEDS = 0.2, 5  # evaluate --protocol cold-items: share of items held out, draws
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -104,44 +114,79 @@ def cmd_world(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _folds(args: argparse.Namespace) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-    """The train/test folds a protocol names, with its data source."""
+def _folds(args: argparse.Namespace,
+           data: MovieLens) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """The (train, test) pairs of ``args.protocol`` on a loaded MovieLens ``data``: the one
+    place each protocol is defined. ``cold-items`` is COLD_SEEDS draws, seeded ``seed``,
+    ``seed + 1``, ..., each holding out a COLD_FRAC of the items with all their ratings."""
     from llmrec_lab.data import movielens
+    from llmrec_lab.data.splits import cold_start_items
 
-    if args.dataset == "ml-100k" and args.protocol == "u1-u5":
-        return movielens.official_folds(movielens.load_movielens("ml-100k", args.data_dir))
+    if args.protocol == "u1-u5":
+        return movielens.official_folds(data)
     if args.protocol == "kfold5":
-        data = movielens.load_movielens(args.dataset, args.data_dir)
         return movielens.kfold(data.ratings, k=5, seed=args.seed)
-    raise ValueError(f"protocol {args.protocol!r} is not defined for {args.dataset} "
-                     f"(ml-100k: u1-u5 or kfold5; ml-1m: kfold5)")
+    return [cold_start_items(data.ratings, frac_items=COLD_FRAC, seed=args.seed + k)
+            for k in range(COLD_SEEDS)]
+
+
+def _evaluated_model(name: str) -> tuple[str, str]:
+    """``(kind, method)`` of an ``evaluate --model`` name: ``("plm", method)``, ``("tower",
+    method)`` or ``("id", name)``; checked before any data is loaded."""
+    from llmrec_lab.models.baselines import MODELS
+
+    for kind, methods in (("plm", TUNED), ("tower", TOWERS)):
+        if name.startswith(kind + "-"):
+            method = name.removeprefix(kind + "-")
+            if method not in methods:
+                raise ValueError(f"unknown model {name}; the {kind} models are "
+                                 f"{', '.join(f'{kind}-{m}' for m in methods)}")
+            return kind, method
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, "
+                         f"plm-<method> or tower-<method>")
+    return "id", name
+
+
+def _fold_scores(args: argparse.Namespace, kind: str, method: str, train: pd.DataFrame,
+                 test: pd.DataFrame, items: pd.DataFrame) -> dict:
+    """Fit the model on one training fold; its RMSE and MAE on the test fold."""
+    from llmrec_lab.metrics import mae, rmse
+    from llmrec_lab.models.baselines import make_model
+
+    if kind == "plm":
+        return _plm_fold(args, method, train, test, items)
+    if kind == "tower":
+        model = _fit_tower(items, train, method, args)
+    else:
+        model = make_model(method, seed=args.seed).fit(train)
+    pred = model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())
+    truth = test["rating"].to_numpy()
+    return {"rmse": rmse(truth, pred), "mae": mae(truth, pred), "n_train": len(train),
+            "n_test": len(test)}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     """Fit a model on each training fold and report RMSE and MAE on the matching test fold."""
-    from llmrec_lab.metrics import mae, rmse
-    from llmrec_lab.models.baselines import make_model
+    from llmrec_lab.data import movielens
 
+    if args.protocol == "u1-u5" and args.dataset != "ml-100k":
+        raise ValueError(f"protocol 'u1-u5' is not defined for {args.dataset} (ml-100k: u1-u5, "
+                         f"kfold5 or cold-items; ml-1m: kfold5 or cold-items)")
+    kind, method = _evaluated_model(args.model)
+    if kind == "tower":
+        _refuse_sample_sizes(args, "--model tower-<method>")
+    data = movielens.load_movielens(args.dataset, args.data_dir)
     folds = []
-    plm_method = args.model.removeprefix("plm-") if args.model.startswith("plm-") else None
-    if plm_method is not None:
-        items = _plm_items(args, plm_method)
-    for k, (train, test) in enumerate(_folds(args), start=1):
-        if plm_method is not None:
-            folds.append({"fold": k, **_plm_fold(args, plm_method, train, test, items)})
-        else:
-            model = make_model(args.model, seed=args.seed).fit(train)
-            pred = model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())
-            truth = test["rating"].to_numpy()
-            folds.append({"fold": k, "rmse": rmse(truth, pred), "mae": mae(truth, pred),
-                          "n_train": len(train), "n_test": len(test)})
+    for k, (train, test) in enumerate(_folds(args, data), start=1):
+        folds.append({"fold": k, **_fold_scores(args, kind, method, train, test, data.items)})
         if not args.json:
             print(f"fold {k}: RMSE {folds[-1]['rmse']:.4f}  MAE {folds[-1]['mae']:.4f}")
     mean = {m: float(np.mean([f[m] for f in folds])) for m in ("rmse", "mae")}
     if not args.json:
         print(f"mean:   RMSE {mean['rmse']:.4f}  MAE {mean['mae']:.4f}")
     return {"dataset": args.dataset, "protocol": args.protocol, "model": args.model,
-            "folds": folds, "mean": mean}
+            "seed": args.seed, "folds": folds, "mean": mean}
 
 
 def cmd_fusion(args: argparse.Namespace) -> dict:
@@ -233,17 +278,6 @@ def _finetune_settings(args: argparse.Namespace):
     return FinetuneSettings.from_profile(args.profile, **overrides)
 
 
-def _plm_items(args: argparse.Namespace, method: str) -> pd.DataFrame:
-    """The MovieLens items (with their text) for ``--model plm-<method>``, the method checked."""
-    from llmrec_lab.data import movielens
-    from llmrec_lab.peft import METHODS
-
-    if method not in METHODS:
-        raise ValueError(f"unknown model plm-{method}; the PLM raters are "
-                         f"{', '.join('plm-' + m for m in METHODS)}")
-    return movielens.load_movielens(args.dataset, args.data_dir).items
-
-
 def _plm_fold(args: argparse.Namespace, method: str, train: pd.DataFrame, test: pd.DataFrame,
               items: pd.DataFrame) -> dict:
     """Fine-tune a PLM rater on a fold; its scores on a test sample of the budget's size."""
@@ -255,19 +289,112 @@ def _plm_fold(args: argparse.Namespace, method: str, train: pd.DataFrame, test: 
             "n_train": result["n_train"], "n_test": result["n_test"]}
 
 
+def _refuse_sample_sizes(args: argparse.Namespace, what: str) -> None:
+    """--train and --eval size the cross-encoder's samples; a tower learns from every rating
+    and is tested on all test ratings, so either option there is an error, not a silent no-op."""
+    for option, value in (("--train", args.train), ("--eval", args.eval)):
+        if value is not None:
+            raise ValueError(f"{option} sizes the cross-encoder's samples; {what} learns from "
+                             f"every training rating and is tested on every test rating")
+
+
+def _fit_tower(items: pd.DataFrame, train: pd.DataFrame, method: str,
+               args: argparse.Namespace) -> TextTowerRater:
+    """A text tower fitted on ``train``, by ``method``, from TowerConfig's defaults.
+
+    The frozen tower runs TowerConfig's epochs (early-stopped); a tuned tower starts from that
+    fitted frozen one and runs the profile's ``finetune_epochs``, as the cross-encoder does.
+    ``--epochs`` overrides the epochs of ``method``'s own stage.
+    """
+    from llmrec_lab.models.tower import TextTowerRater, TowerConfig
+
+    config = TowerConfig(model_name=args.encoder, seed=args.seed)
+    frozen_epochs = args.epochs if method == "frozen" and args.epochs else config.epochs
+    frozen = TextTowerRater(items, replace(config, epochs=frozen_epochs)).fit(train)
+    if method == "frozen":
+        return frozen
+    epochs = args.epochs or get_profile(args.profile).finetune_epochs
+    return TextTowerRater(items, replace(config, method=method, epochs=epochs)).fit(train,
+                                                                                    init=frozen)
+
+
+def _minus(truth: np.ndarray, tower: np.ndarray, other: np.ndarray) -> dict:
+    """The paired 95% interval of the tower's test RMSE minus another model's, as JSON."""
+    from llmrec_lab.stats import rmse_difference
+
+    iv = rmse_difference(truth, tower, other)
+    return {"estimate": iv.estimate, "low": iv.low, "high": iv.high,
+            "verdict": iv.verdict.replace("A", "tower", 1)}
+
+
+def _finetune_tower(args: argparse.Namespace) -> dict:
+    """Fit a text tower on a world's warm or cold split; compare it with MF and the biases on
+    the same test ratings. The split's validation part is left unused: the tower early-stops
+    on its own 5% of the training ratings and MF trains its fixed epochs."""
+    from llmrec_lab.data.world import make_world
+    from llmrec_lab.encoders.text import DEFAULT_TEXT_MODEL
+    from llmrec_lab.metrics import rmse
+    from llmrec_lab.models.baselines import make_model
+    from llmrec_lab.models.fusion import split_for
+
+    _refuse_sample_sizes(args, "--architecture tower")
+    overrides, setting = _parse_overrides(args.set), args.setting or "cold"
+    start = time.perf_counter()
+    world = make_world(args.world, args.profile, seed=args.seed, **overrides)
+    train, _, test = split_for(world.ratings, setting, args.seed)
+    tower = _fit_tower(world.items, train, args.method, args)
+    pairs = test["user_id"].to_numpy(), test["item_id"].to_numpy()
+    truth = test["rating"].to_numpy()
+    pred = {"tower": tower.predict(*pairs),
+            **{name: make_model(name, seed=args.seed).fit(train).predict(*pairs)
+               for name in ("mf", "biases")}}
+    trainable = {n: p.numel() for n, p in tower.net_.named_parameters() if p.requires_grad}
+    result = {"architecture": "tower", "method": args.method, "world": args.world,
+              "profile": get_profile(args.profile).name, "seed": args.seed, "setting": setting,
+              "set": overrides, "encoder": args.encoder or DEFAULT_TEXT_MODEL,
+              "n_train": len(train), "n_test": len(test), "test_rmse": rmse(truth, pred["tower"]),
+              "mf_rmse": rmse(truth, pred["mf"]), "biases_rmse": rmse(truth, pred["biases"]),
+              "oracle_rmse": rmse(truth, world.oracle_predict(test)),
+              "minus_mf": _minus(truth, pred["tower"], pred["mf"]),
+              "minus_biases": _minus(truth, pred["tower"], pred["biases"]),
+              "trainable": sum(trainable.values()),
+              "trainable_encoder": sum(v for n, v in trainable.items()
+                                       if n.startswith("text.encoder.")),
+              "epochs_run": tower.history_[-1]["epoch"],
+              "seconds": round(time.perf_counter() - start, 2)}
+    if not args.json:
+        print(f"tower-{args.method} ({setting}): RMSE {result['test_rmse']:.4f}, MF "
+              f"{result['mf_rmse']:.4f}, biases {result['biases_rmse']:.4f}, noise floor "
+              f"{result['oracle_rmse']:.4f}; minus MF {result['minus_mf']['estimate']:+.4f} "
+              f"[{result['minus_mf']['low']:+.4f}, {result['minus_mf']['high']:+.4f}]")
+    return result
+
+
 def cmd_finetune(args: argparse.Namespace) -> dict:
-    """Fine-tune a PLM rater on a world with one method; report cost and accuracy."""
+    """Fine-tune a PLM rater on a world with one method; report cost and accuracy. The tower
+    has a frozen method and the warm and cold settings, the cross-encoder neither."""
+    if args.architecture == "tower":
+        return _finetune_tower(args)
+    if args.method == "frozen" or args.setting is not None:
+        raise ValueError(f"{'--method frozen' if args.method == 'frozen' else '--setting'} "
+                         f"applies to --architecture tower only")
+    return _finetune_cross(args)
+
+
+def _finetune_cross(args: argparse.Namespace) -> dict:
+    """The cross-encoder rater, fine-tuned on a sample of (history, item) pairs of a world."""
     from llmrec_lab.data.world import make_world
     from llmrec_lab.finetune import make_examples, run_method, split_world
     from llmrec_lab.metrics import rmse
 
     settings = _finetune_settings(args)
     start = time.perf_counter()
-    world = make_world(args.world, args.profile, seed=args.seed)
+    world = make_world(args.world, args.profile, seed=args.seed, **_parse_overrides(args.set))
     examples = make_examples(*split_world(world, args.seed), world.items, settings, args.seed)
     result = run_method(args.method, examples, settings, args.encoder, args.seed)
     del result["valid_predictions"], result["test_predictions"]  # per pair: for chapters
-    result.update(world=args.world, profile=get_profile(args.profile).name, seed=args.seed,
+    result.update(architecture="cross", world=args.world, profile=get_profile(args.profile).name,
+                  seed=args.seed,
                   oracle_rmse=rmse(examples.test[1], world.oracle_predict(examples.test_rows)),
                   seconds=round(time.perf_counter() - start, 2))
     if not args.json:
@@ -281,10 +408,16 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
 def _add_finetune_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=list(PROFILES), default=None,
                         help="sizes the fine-tuning budget (and a world)")
-    parser.add_argument("--train", type=COUNT, default=None, help="training pairs (default: profile)")
+    parser.add_argument("--train", type=COUNT, default=None,
+                        help="cross-encoder only: training pairs (default: profile)")
     parser.add_argument("--eval", type=COUNT, default=None,
-                        help="pairs in each evaluation sample (default: profile)")
-    parser.add_argument("--epochs", type=COUNT, default=None, help="epochs (default: profile)")
+                        help="cross-encoder only: pairs in each evaluation sample (default: "
+                             "profile)")
+    parser.add_argument("--epochs", type=COUNT, default=None,
+                        help="epochs (default: profile). A text tower first runs a frozen "
+                             "stage of TowerConfig's epochs (early-stopped); a tuned tower starts "
+                             "from it and runs the profile's finetune_epochs; --epochs sets the "
+                             "method's own stage")
     parser.add_argument("--encoder", default=None,
                         help="BERT-family model name or folder (default: the bundled MiniLM)")
 
@@ -325,19 +458,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", default=None,
                     help="directory holding the extracted dataset (default: $LLMREC_DATA_DIR, "
                          "else download into the cache)")
-    ev.add_argument("--protocol", choices=["u1-u5", "kfold5"], default=None,
-                    help="u1-u5: ml-100k's official folds; kfold5: seeded 5-fold (default for ml-1m)")
+    ev.add_argument("--protocol", choices=["u1-u5", "kfold5", "cold-items"], default=None,
+                    help="u1-u5: ml-100k's official folds; kfold5: seeded 5-fold (default for "
+                         f"ml-1m); cold-items: {COLD_SEEDS} draws (seeds --seed, --seed + 1, "
+                         f"...), each holding out a seeded {COLD_FRAC * 100:.0f}%% of the "
+                         "items with all their ratings")
     ev.add_argument("--model", required=True,
-                    help="global-mean, biases, mf, or a fine-tuned PLM rater plm-<method> "
-                         "(method: full, lora, adalora, ia3, prefix, adapter)")
+                    help="global-mean, biases, mf, a fine-tuned cross-encoder rater plm-<method> "
+                         f"(method: {', '.join(TUNED)}), or a text tower tower-<method> "
+                         f"(method: {', '.join(TOWERS)})")
     ev.add_argument("--seed", type=SEED, default=0)
     _add_finetune_args(ev)
     ev.set_defaults(run=cmd_evaluate)
 
     ft = sub.add_parser("finetune", help="fine-tune a PLM rater on a world with one method")
     ft.add_argument("--world", choices=["shop", "screen"], default="shop")
-    ft.add_argument("--method", choices=["full", "lora", "adalora", "ia3", "prefix", "adapter"],
-                    default="lora")
+    ft.add_argument("--architecture", choices=["cross", "tower"], default="cross",
+                    help="cross: the cross-encoder rater on a sample of (history, item) pairs; "
+                         "tower: the text tower, which learns from every rating and is compared "
+                         "with MF and the biases on the same test ratings")
+    ft.add_argument("--method", choices=list(TOWERS), default="lora",
+                    help="how the encoder is tuned; frozen: the tower only")
+    ft.add_argument("--setting", choices=["warm", "cold"], default=None,
+                    help="tower only: warm: a random 70/10/20 split of the ratings; cold "
+                         "(default): 20%% of the items held out for test with all their ratings, "
+                         "10%% more for validation (fusion's splits; the validation part is left "
+                         "unused: the tower early-stops on 5%% of its training ratings)")
+    ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a world parameter, e.g. --set n_users=500 (repeatable)")
     ft.add_argument("--seed", type=SEED, default=0)
     _add_finetune_args(ft)
     ft.set_defaults(run=cmd_finetune)

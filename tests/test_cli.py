@@ -145,3 +145,113 @@ def test_info_reports_offline_default_model(capsys, monkeypatch):
     assert code == 0 and info["profile"] == "ci"
     assert info["offline_models"]["sentence-transformers/all-MiniLM-L6-v2"] is True
     assert info["packages"]["torch"] != "not installed"
+
+
+TINY_WORLD = ("--profile", "ci", "--set", "n_users=40", "--set", "n_items=30")
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """The frozen tower's embedding cache in this test's folder, not the user's."""
+    monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_tuning_methods_spelled_out_for_the_parser_match_peft():
+    from llmrec_lab.cli import TOWERS, TUNED
+    from llmrec_lab.models.tower import TOWER_METHODS
+    from llmrec_lab.peft import METHODS
+
+    assert TUNED == METHODS and TOWERS == TOWER_METHODS
+
+
+@pytest.mark.parametrize("method, setting", [("frozen", "warm"), ("lora", "cold")])
+def test_finetune_tower_reports_mf_and_biases_on_the_same_split(tiny_bert, own_cache, capsys,
+                                                                method, setting):
+    from llmrec_lab.data.world import make_world
+    from llmrec_lab.metrics import rmse
+    from llmrec_lab.models.baselines import make_model
+    from llmrec_lab.models.fusion import split_for
+
+    code, out, _ = run(capsys, "finetune", "--architecture", "tower", "--method", method,
+                       "--setting", setting, "--seed", "1", *TINY_WORLD, "--encoder", tiny_bert,
+                       "--json")
+    assert code == 0
+    result = last_json(out)
+    assert result["architecture"] == "tower" and result["method"] == method
+    assert result["setting"] == setting and result["set"] == {"n_users": 40, "n_items": 30}
+    world = make_world("shop", "ci", seed=1, n_users=40, n_items=30)
+    train, _, test = split_for(world.ratings, setting, seed=1)
+    assert (result["n_train"], result["n_test"]) == (len(train), len(test))
+    pairs, truth = (test["user_id"], test["item_id"]), test["rating"]
+    for name in ("mf", "biases"):
+        assert result[f"{name}_rmse"] == rmse(truth, make_model(name, seed=1).fit(train)
+                                             .predict(*pairs))
+        interval = result[f"minus_{name}"]
+        assert set(interval) == {"estimate", "low", "high", "verdict"}
+        assert interval["low"] < interval["estimate"] < interval["high"]
+        # the paired estimate of a difference of RMSEs on the same ratings is that difference
+        assert interval["estimate"] == pytest.approx(result["test_rmse"] - result[f"{name}_rmse"])
+    assert 0 < result["oracle_rmse"] < result["biases_rmse"]
+    assert (result["trainable_encoder"] > 0) == (method != "frozen")
+    assert result["trainable"] > result["trainable_encoder"] and result["seconds"] > 0
+
+
+def test_evaluate_cold_items_holds_out_whole_items_over_five_seeds(tmp_path, capsys):
+    from argparse import Namespace
+
+    from llmrec_lab.cli import _folds
+    from llmrec_lab.data.movielens import load_movielens
+
+    write_fixture("ml-100k", tmp_path, n_users=40, n_items=30, n_ratings=500)
+    data = load_movielens("ml-100k", tmp_path)
+    folds = _folds(Namespace(protocol="cold-items", seed=3), data)
+    assert len(folds) == 5
+    held_out = []
+    for train, test in folds:
+        assert len(train) + len(test) == len(data.ratings)
+        assert not set(test["item_id"]) & set(train["item_id"])  # cold: no rating in training
+        assert len(set(test["item_id"])) == round(0.2 * data.ratings["item_id"].nunique())
+        held_out.append(frozenset(test["item_id"]))
+    assert len(set(held_out)) == 5  # each seed holds out other items
+    code, out, _ = run(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(tmp_path),
+                       "--protocol", "cold-items", "--seed", "3", "--model", "biases", "--json")
+    result = last_json(out)
+    assert code == 0 and result["protocol"] == "cold-items" and result["seed"] == 3
+    assert [(f["fold"], f["n_test"]) for f in result["folds"]] == [
+        (k, len(test)) for k, (_, test) in enumerate(folds, start=1)]
+    assert 0 < result["mean"]["mae"] <= result["mean"]["rmse"] < 4
+
+
+@pytest.mark.parametrize("model, protocol", [("tower-frozen", "u1-u5"),
+                                             ("tower-ia3", "cold-items")])
+def test_evaluate_tower_on_movielens_fixture(tiny_bert, own_cache, tmp_path, capsys, model,
+                                             protocol):
+    write_fixture("ml-100k", tmp_path, n_users=20, n_items=15, n_ratings=150)
+    code, out, _ = run(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(tmp_path),
+                       "--protocol", protocol, "--model", model, "--epochs", "1",
+                       "--encoder", tiny_bert, "--json")
+    assert code == 0
+    result = last_json(out)
+    assert result["model"] == model and [f["fold"] for f in result["folds"]] == [1, 2, 3, 4, 5]
+    assert all(f["n_train"] + f["n_test"] == 150 for f in result["folds"])  # every rating used
+    assert 0 < result["mean"]["mae"] <= result["mean"]["rmse"] < 4
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["finetune", "--architecture", "tower", "--method", "bitfit"], "invalid choice: 'bitfit'"),
+    (["evaluate", "--dataset", "ml-100k", "--model", "tower-bitfit"],
+     "unknown model tower-bitfit; the tower models are tower-frozen, tower-full"),
+    (["evaluate", "--dataset", "ml-100k", "--model", "tower-lora", "--train", "8"],
+     "--train sizes the cross-encoder's samples"),
+    (["finetune", "--architecture", "tower", "--eval", "8"], "--eval sizes the cross-encoder's"),
+    (["finetune", "--method", "frozen"], "--method frozen applies to --architecture tower only"),
+    (["finetune", "--setting", "warm"], "--setting applies to --architecture tower only"),
+    (["finetune", "--architecture", "tower", "--setting", "lukewarm"], "invalid choice"),
+    (["finetune", "--architecture", "tower", "--set", "n_items=0"], "n_items=0 is not allowed"),
+])
+def test_bad_tower_combinations_one_line_exit_2(tmp_path, capsys, argv, fragment):
+    write_fixture("ml-100k", tmp_path, n_users=5, n_items=5, n_ratings=20)
+    extra = ["--data-dir", str(tmp_path)] if argv[0] == "evaluate" else []
+    code, out, err = run(capsys, *argv, *extra)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and fragment in err

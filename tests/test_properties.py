@@ -294,6 +294,8 @@ def allowed(name: str, value) -> bool:
     """The contract of each world parameter, written out independently of the library."""
     if name == "name":
         return value in ("shop", "screen")
+    if name == "text_style":
+        return value in ("template", "reviews")
     if isinstance(value, bool):
         return False
     integer = {"n_users": (1, 10**6), "n_items": (1, 10**6), "n_days": (1, 10_000),
@@ -400,6 +402,8 @@ def valid_setting(key: str, text: str) -> bool:
     """Whether ``--set key=text`` names a world parameter the command sets, with a good value."""
     if key not in PARAMETERS or key in ("name", "seed"):  # those two have their own arguments
         return False
+    if key == "text_style":  # a string; --set strips the spaces around a value
+        return allowed(key, text.strip())
     try:
         value = (int if key in ("n_users", "n_items", "n_days", "slate_size") else float)(text)
     except ValueError:

@@ -1,14 +1,18 @@
 """The synthetic worlds: determinism, files, ground truth and the signals each channel carries."""
+import hashlib
 import re
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from llmrec_lab.config import ParameterError
+from llmrec_lab.config import ParameterError, parse_setting
 from llmrec_lab.data import dynamics
 from llmrec_lab.data import world as world_module
-from llmrec_lab.data.world import FILES, World, WorldConfig, generate, make_world
+from llmrec_lab.data.schemas import REVERSERS, SOFTENERS
+from llmrec_lab.data.world import WHAT, FILES, World, WorldConfig, generate, make_world
 from llmrec_lab.io import MARKER, FolderNotOurs
 
 SMALL = dict(n_users=120, n_items=60, n_days=15)
@@ -182,6 +186,8 @@ def test_profile_sets_sizes_and_rejects_unknown_parameter():
     (dict(kg=10**400), "kg=1000000000000000000000000000000000000... is not allowed"),
     (dict(n_items=3, slate_size=5), "slate_size=5 is not allowed: use an integer in 1..3"),
     (dict(n_users=10**6, n_items=10**6), "n_users * n_items must be at most 1,000,000,000"),
+    (dict(text_style="essay"), "text_style='essay' is not allowed: use one of template, reviews"),
+    (dict(text_style=1.0), "text_style=1.0 is not allowed: use one of template, reviews"),
 ])
 def test_config_refuses_bad_values_in_one_line(overrides, fragment):
     with pytest.raises(ParameterError) as caught:
@@ -228,3 +234,114 @@ def test_boredom_lowers_utility_of_a_repeated_category():
     dynamics._update_after_consumption(t, state, np.array([0]), items[:1], before, day=0)
     after = dynamics.utility(t, state, np.array([0]), items[1:], day=0)
     assert after[0] == pytest.approx(before[0] - t.boredom_rate[0])
+
+
+# --- text styles: the template control and the reviews that have to be read --------------------
+
+REVIEWS = dict(n_users=20, n_items=600, n_days=1)  # many items, a token log: texts are the point
+
+
+def test_template_texts_and_streams_are_unchanged():
+    """The default world is the control: its texts and every random draw stay as they were
+    before the text styles existed (file hashes captured then)."""
+    w = make_world("shop", "ci", seed=0)
+    assert w.config.text_style == "template"
+    assert w.items["text"][0] == "The Pennant washing machine (mid-range). Reviews call it basic."
+    assert make_world("screen", "ci", seed=0).items["text"][1] == (
+        "An uneven short thriller released by Sable Screen: The Northern Orchard.")
+    folder = w.save(Path(tempfile.mkdtemp()) / "w")
+    digests = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()[:16]
+               for name in ("items.csv", "ratings.csv", "triples.tsv", "truth.safetensors")}
+    assert digests == {"items.csv": "1a4746c5c71fbbe0", "ratings.csv": "901ae2fd4e521b53",
+                       "triples.tsv": "13269ee16e53374c", "truth.safetensors": "cd30158673b40e3f"}
+
+
+@pytest.fixture(scope="module", params=["shop", "screen"])
+def reviewed(request) -> tuple[World, World]:
+    """The same world (seed 0) with review texts and with template texts."""
+    config = WorldConfig(name=request.param, seed=0, text_style="reviews", **REVIEWS)
+    return generate(config), generate(WorldConfig(name=request.param, seed=0, **REVIEWS))
+
+
+def test_reviews_change_only_the_texts(reviewed):
+    """Review texts come from their own stream: ratings, truth, KG and the rest are the same."""
+    reviews, template = reviewed
+    assert reviews.ratings.equals(template.ratings)
+    assert reviews.rating_truth.equals(template.rating_truth)
+    assert reviews.triples.equals(template.triples)
+    np.testing.assert_array_equal(reviews.truth.quality, template.truth.quality)
+    assert reviews.items.drop(columns="text").equals(template.items.drop(columns="text"))
+    assert not (reviews.items["text"] == template.items["text"]).any()
+
+
+def test_reviews_are_deterministic_per_seed(reviewed):
+    reviews = reviewed[0]
+    assert generate(reviews.config).items["text"].equals(reviews.items["text"])
+    other = generate(WorldConfig(**{**asdict(reviews.config), "seed": 1}))
+    assert not other.items["text"].equals(reviews.items["text"])
+
+
+def test_reviews_round_trip_and_keep_style_and_maker_out(tmp_path, reviewed):
+    reviews = reviewed[0]
+    assert World.load(reviews.save(tmp_path / "w")).items.equals(reviews.items)
+    s = reviews.schema
+    for text, category, brand, title in reviews.items[["text", "category", "brand",
+                                                       "title"]].itertuples(index=False):
+        assert category in text and brand in text and title in text
+        assert not any(word in text for word in (*s.styles, *s.makers))
+
+
+def _first_number(text: str, measure) -> float:
+    """The number a text states for ``measure``, read against the measure's own sentence."""
+    pattern = re.escape(measure.sentence).replace(r"\{n\}", r"(\d+)")
+    return float(re.search(pattern, text).group(1))
+
+
+def test_review_numbers_mean_something_only_against_the_category_norm(reviewed):
+    reviews = reviewed[0]
+    s, q = reviews.schema, reviews.truth.quality
+    logs, against_norm = [], []
+    for text, c in zip(reviews.items["text"], reviews.truth.category):
+        measure = s.reviews.measures[c][0]
+        value = np.log2(_first_number(text, measure))
+        logs.append(value)
+        sign = 1 if measure.higher_is_better else -1
+        against_norm.append((value - np.log2(measure.norm)) * sign)
+    read = np.corrcoef(against_norm, q)[0, 1]
+    assert read > 0.8  # the number read against its norm tells quality well
+    assert read - abs(np.corrcoef(logs, q)[0, 1]) > 0.3  # the bare number much less
+
+
+def test_reviews_negate_and_negation_flips_the_meaning(reviewed):
+    """A softened good word ("not exactly sturdy") marks worse items than the word alone."""
+    reviews = reviewed[0]
+    words, q = reviews.schema.reviews, reviews.truth.quality
+    good = "|".join(map(re.escape, words.mild_good))
+    texts = reviews.items["text"]
+    negated = texts.str.contains(rf"\b(?:{'|'.join(SOFTENERS)}) (?:{good})\.")
+    plain = texts.str.contains(rf"(?:is|it|feels|proves|calls it) (?:{good})\.")
+    reversed_ = texts.str.contains("|".join(REVERSERS))
+    assert negated.sum() > 30 and plain.sum() > 30 and reversed_.sum() > 30
+    assert q[negated.to_numpy()].mean() < -0.2 and q[plain.to_numpy()].mean() > 0.2
+
+
+def test_bag_of_words_recovers_quality_from_reviews(reviewed):
+    """The signal is in the words: a linear bag-of-words model (with word pairs, so it can see
+    negation) predicts quality on held-out items."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import Ridge
+
+    reviews = reviewed[0]
+    q = reviews.truth.quality
+    words = CountVectorizer(ngram_range=(1, 2)).fit_transform(reviews.items["text"])
+    fit = Ridge(alpha=3.0).fit(words[:450], q[:450])
+    residual = fit.predict(words[450:]) - q[450:]
+    assert 1 - np.mean(residual**2) / np.var(q[450:]) > 0.35
+
+
+def test_text_style_is_set_by_name_and_refused_in_one_line():
+    assert parse_setting(WorldConfig, "text_style=reviews", WHAT) == ("text_style", "reviews")
+    with pytest.raises(ParameterError) as caught:
+        parse_setting(WorldConfig, "text_style=Reviews", WHAT)
+    assert str(caught.value) == ("world parameter text_style='Reviews' is not allowed: "
+                                 "use one of template, reviews")

@@ -8,6 +8,10 @@ model with the oracle, whose error is the noise floor no model can beat.
 Every signal is a strength multiplier in :class:`WorldConfig` (``text``, ``image``, ``kg``,
 ``id``, ``boredom``, ``novelty``): set one to 0 and you have the control world in which the
 matching technique should gain nothing.
+
+``text_style`` says how item texts state quality: ``"template"`` (the default, and the control)
+names it with one word; ``"reviews"`` writes a description and reviews in which quality must be
+read through paraphrase, negation and numbers relative to the category's norm.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ from llmrec_lab.config import (Choice, ParameterError, Profile, Range, check_fie
                                checked_fields, get_profile, param)
 from llmrec_lab.data import dynamics
 from llmrec_lab.data.dynamics import Truth, UserState
-from llmrec_lab.data.schemas import SCHEMAS, Schema, get_schema
+from llmrec_lab.data.schemas import (BALANCED, REVERSERS, SCHEMAS, SOFTENERS, ReviewWords,
+                                     Schema, get_schema)
 from llmrec_lab.io import atomic_folder
 
 FILES = ("config.json", "items.csv", "users.csv", "ratings.csv", "triples.tsv",
@@ -41,6 +46,8 @@ SIZE = Range(int, 1, 1_000_000)
 STRENGTH = Range(float, 0.0, 100.0)
 MAX_CELLS = 10**9
 WHAT = "world parameter"  # how error messages name a field
+TEXT_STYLES = ("template", "reviews")  # see review_texts
+REVIEW_STREAM = 5  # the review texts' own random stream: generate draws 0-3, images.py 4
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class WorldConfig:
     noise_sd: float = param(0.7, Range(float, 0.0, 100.0, low_open=True))  # sets the noise floor
     mu: float = param(3.3, Range(float, -100.0, 100.0))
     slate_size: int = param(5, Range(int, 1, 100))  # distinct items per slate
+    text_style: str = param("template", Choice(TEXT_STYLES))  # how item texts state quality
 
     def __post_init__(self) -> None:
         check_fields(self, WHAT)
@@ -77,7 +85,7 @@ class WorldConfig:
 
     @classmethod
     def from_profile(cls, name: str = "shop", profile: Profile | str | None = None,
-                     seed: int = 0, **overrides: float) -> "WorldConfig":
+                     seed: int = 0, **overrides: float | str) -> "WorldConfig":
         """Sizes from the profile (see :mod:`llmrec_lab.config`), everything else overridable."""
         p = profile if isinstance(profile, Profile) else get_profile(profile)
         base = dict(name=name, n_users=p.n_users, n_items=p.n_items, n_days=p.n_days, seed=seed)
@@ -232,7 +240,7 @@ def _read_truth(path: Path, config: WorldConfig) -> tuple[Truth, UserState]:
 
 
 def make_world(name: str = "shop", profile: Profile | str | None = None, seed: int = 0,
-               **overrides: float) -> World:
+               **overrides: float | str) -> World:
     """Generate a world: sizes from the profile, signals and seed as given."""
     return generate(WorldConfig.from_profile(name, profile, seed, **overrides))
 
@@ -242,6 +250,9 @@ def generate(config: WorldConfig) -> World:
     schema = get_schema(config.name)
     truth = sample_truth(config, schema, np.random.default_rng([config.seed, 0]))
     items = item_table(truth, schema, np.random.default_rng([config.seed, 1]))
+    if config.text_style == "reviews":  # drawn from its own stream: the rest stays the same
+        items["text"] = review_texts(truth, items, schema,
+                                     np.random.default_rng([config.seed, REVIEW_STREAM]))
     triples = knowledge_graph(truth, schema, np.random.default_rng([config.seed, 2]))
     log_rng = np.random.default_rng([config.seed, 3])
     browse = random_browsing(truth.n_items, config.slate_size, log_rng)
@@ -309,10 +320,13 @@ def sample_truth(c: WorldConfig, s: Schema, rng: np.random.Generator) -> Truth:
     )
 
 
+QUALITY_BINS = (-1.2, -0.4, 0.4, 1.2)  # a noisy reading of quality -> one of five levels
+
+
 def _quality_word(truth: Truth, s: Schema, rng: np.random.Generator) -> np.ndarray:
     """Quality shows in the text through reviewers' words, noisily."""
     seen = truth.quality + rng.normal(0.0, 0.5, truth.n_items)
-    return np.asarray(s.quality_words)[np.digitize(seen, [-1.2, -0.4, 0.4, 1.2])]
+    return np.asarray(s.quality_words)[np.digitize(seen, QUALITY_BINS)]
 
 
 def item_table(truth: Truth, s: Schema, rng: np.random.Generator) -> pd.DataFrame:
@@ -344,6 +358,81 @@ def item_table(truth: Truth, s: Schema, rng: np.random.Generator) -> pd.DataFram
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
+
+
+# How much of quality each sentence of a review text reveals. Every judgement and every number
+# reads quality with its own noise (sd in units of quality's sd, 1); a number states
+# norm * 2 ** (MEASURE_SPREAD * reading), so an item of quality +2 doubles its category's norm.
+JUDGEMENT_NOISE = 0.7
+MEASURE_NOISE = 0.4
+MEASURE_SPREAD = 0.5
+JUDGEMENTS = (2, 3)  # fewest and most review judgements per item
+
+
+def review_texts(truth: Truth, items: pd.DataFrame, s: Schema,
+                 rng: np.random.Generator) -> list[str]:
+    """Item texts in which quality has to be read, for ``text_style="reviews"``.
+
+    A description (title, category, brand, tier: what the template says, less quality) opens;
+    in shuffled order follow the category's numbers, 2-3 judgements and one filler sentence that
+    carries nothing. A judgement states a level of quality (the template's five bins) plainly,
+    negated ("not exactly sturdy", "anything but dull") or balanced; a number is meaningful only
+    against its category's norm, which no text states. A frozen embedding averages these words;
+    a reader has to compose them. Every draw is made up front for all items, so the cost is one
+    string format per sentence.
+    """
+    w, n = s.reviews, truth.n_items
+    measures = [w.measures[c] for c in truth.category]
+    norm = np.array([[m.norm for m in ms] for ms in measures])
+    sign = np.array([[1.0 if m.higher_is_better else -1.0 for m in ms] for ms in measures])
+    reading = truth.quality[:, None] + rng.normal(0.0, MEASURE_NOISE, norm.shape)
+    numbers = np.maximum(2, np.rint(norm * 2.0 ** (sign * MEASURE_SPREAD * reading))).astype(int)
+    most = JUDGEMENTS[1]
+    seen = truth.quality[:, None] + rng.normal(0.0, JUDGEMENT_NOISE, (n, most))
+    levels = np.digitize(seen, QUALITY_BINS) - 2  # -2 (worst) .. 2 (best)
+    count = rng.integers(JUDGEMENTS[0], most + 1, n)
+    negated = rng.random((n, most)) < 0.5
+    picks = rng.integers(0, 2**31, (n, most, 6))  # word choices, taken modulo each list's length
+    description = rng.integers(0, len(w.descriptions), n)
+    filler = rng.integers(0, len(w.fillers), n)
+    filler_number = rng.integers(2, 40, n)
+    order = rng.random((n, norm.shape[1] + 1 + most)).argsort(axis=1)
+    texts = []
+    for i, row in enumerate(items.itertuples(index=False)):
+        body = [m.sentence.format(n=v) for m, v in zip(measures[i], numbers[i])]
+        body.append(w.fillers[filler[i]].format(n=filler_number[i]))
+        body += [_pick(w.frames, picks[i, j, 0]).format(
+                     x=_judgement(levels[i, j], negated[i, j], picks[i, j], w))
+                 if j < count[i] else "" for j in range(most)]
+        opening = w.descriptions[description[i]].format(
+            t=row.title, c=row.category, b=row.brand, tier=row.tier, a_tier=_article(row.tier),
+            a_c=_article(row.category))
+        texts.append(" ".join([opening, *(body[k] for k in order[i] if body[k])]))
+    return texts
+
+
+def _pick(words: tuple[str, ...], draw: int) -> str:
+    """One of ``words`` from a raw draw, so one draw array serves lists of any length."""
+    return words[draw % len(words)]
+
+
+def _judgement(level: int, negated: bool, draw: np.ndarray, w: ReviewWords) -> str:
+    """A phrase for a level of quality, -2..2: a plain word, a negated word of the opposite
+    sign (softened for a mild level, reversed for a strong one), or a balanced phrase for 0."""
+    if level == 0:
+        return _pick(BALANCED, draw[1]).format(
+            g=_pick(w.mild_good, draw[2]), b=_pick(w.mild_bad, draw[3]),
+            G=_pick(w.strong_good, draw[4]), B=_pick(w.strong_bad, draw[5]))
+    strong = abs(level) == 2
+    if not negated:
+        plain = (w.strong_good if strong else w.mild_good) if level > 0 else (
+            w.strong_bad if strong else w.mild_bad)
+        return _pick(plain, draw[2])
+    # a softened strong word is mild too ("not exactly excellent"), so strong words appear at
+    # every level and only their context tells which
+    opposite = (w.mild_bad, w.strong_bad) if level > 0 else (w.mild_good, w.strong_good)
+    word = _pick(opposite[0] if strong or draw[3] % 2 else opposite[1], draw[2])
+    return f"{_pick(REVERSERS if strong else SOFTENERS, draw[1])} {word}"
 
 
 def knowledge_graph(truth: Truth, s: Schema, rng: np.random.Generator) -> pd.DataFrame:
