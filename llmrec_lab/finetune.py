@@ -36,14 +36,10 @@ from llmrec_lab.data.splits import random_split
 from llmrec_lab.data.world import World
 from llmrec_lab.metrics import mae, rmse
 from llmrec_lab.models.plm_rater import SCALE, Pair, PLMRater, build_examples
-from llmrec_lab.peft import (METHODS, MethodConfig, apply_method, method_penalty,
-                              method_step_hook, trainable_parameters)
+from llmrec_lab.peft import (LEARNING_RATES, METHODS, MethodConfig, apply_method,
+                              method_penalty, method_step_hook, trainable_parameters)
 from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
 
-# Learning rates per method, from the usual ranges of the methods' papers: full fine-tuning moves
-# pretrained weights and wants a small step; the small added modules want a larger one.
-LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "adalora": 2e-3, "ia3": 3e-3, "prefix": 3e-3,
-                  "adapter": 1e-3}
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,10 @@ from llmrec_lab.io import atomic_folder
 from llmrec_lab.models.plm_rater import PLMRater
 
 METHODS = ("full", "lora", "adalora", "ia3", "prefix", "adapter")
+# Learning rates per method, from the usual ranges of the methods' papers: full fine-tuning moves
+# pretrained weights and wants a small step; the small added modules want a larger one.
+LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "adalora": 2e-3, "ia3": 3e-3, "prefix": 3e-3,
+                  "adapter": 1e-3}
 WEIGHTS, CONFIG = "method.safetensors", "method.json"
 PREFIX_ATTENTION = "llmrec_prefix_sdpa"
 

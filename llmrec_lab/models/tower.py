@@ -45,10 +45,10 @@ from transformers import AutoModel, AutoTokenizer
 from llmrec_lab.config import pick_device, seed_everything
 from llmrec_lab.data.splits import random_split
 from llmrec_lab.encoders.text import TextEncoder, mean_pool, resolve_model_path
-from llmrec_lab.finetune import LEARNING_RATES
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import RatingModel
-from llmrec_lab.peft import METHODS, MethodConfig, apply_method, method_penalty, method_step_hook
+from llmrec_lab.peft import (LEARNING_RATES, METHODS, MethodConfig, apply_method, method_penalty,
+                             method_step_hook)
 
 TOWER_METHODS = ("frozen",) + METHODS
 INIT_STD = 0.1  # of the user and item ID vectors, as in MatrixFactorization
@@ -63,7 +63,7 @@ class TowerConfig:
     hidden: int = 0  # g's hidden width; 0: g is one linear map
     epochs: int = 30
     items_per_step: int = 32  # items whose texts one step encodes; it uses all their ratings
-    lr_encoder: float | None = None  # None: llmrec_lab.finetune.LEARNING_RATES[method]
+    lr_encoder: float | None = None  # None: llmrec_lab.peft.LEARNING_RATES[method]
     lr_head: float = 3e-3
     lr_embeddings: float = 5e-3  # biases and ID vectors
     reg: float = 0.1  # L2 on the bias and ID-vector rows each rating touches, as MF's reg
