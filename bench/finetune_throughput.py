@@ -60,6 +60,7 @@ from torch.autograd import DeviceType
 from transformers import BertConfig, BertModel
 
 from llmrec_lab.config import pick_device
+from llmrec_lab.io import atomic_write
 from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
 
 SIZES = {"minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
@@ -402,9 +403,9 @@ def main() -> None:
         rows += [with_load(run, peak) for run in runs]
         report(rows[-len(runs):], device_name, peak)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": device_name, "peak_flops": peak, "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "results": rows}, f, indent=2)
+        figures = {"device": device_name, "peak_flops": peak, "torch": torch.__version__,
+                   "threads": torch.get_num_threads(), "results": rows}
+        atomic_write(args.json, json.dumps(figures, indent=2).encode())
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ PROFILES: dict[str, Profile] = {
     "ci": Profile("ci", n_users=300, n_items=120, n_days=40, mf_epochs=30, encode_batch=64,
                   finetune_train=96, finetune_eval=48, finetune_epochs=2, max_history=3),
     "cpu": Profile("cpu", n_users=2000, n_items=600, n_days=90, mf_epochs=40, encode_batch=64,
-                   finetune_train=300, finetune_eval=150, finetune_epochs=2, max_history=5),
+                   finetune_train=160, finetune_eval=100, finetune_epochs=2, max_history=3),
     "gpu": Profile("gpu", n_users=20000, n_items=4000, n_days=120, mf_epochs=40, encode_batch=512,
                    finetune_train=50000, finetune_eval=5000, finetune_epochs=3, max_history=10),
 }

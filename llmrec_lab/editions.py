@@ -19,6 +19,8 @@ from pathlib import Path
 
 import nbformat
 
+from llmrec_lab.io import FolderNotOurs, atomic_write, claim_folder
+
 STUDENT_BRANCH = "student"  # holds the solution-free notebooks that students' Colab buttons open
 # An opening fence of a MyST directive: backticks (```{solution}) or, with colon_fence, colons.
 _OPEN = re.compile(r"^ {0,3}(?P<fence>`{3,}|:{3,})\{(?P<name>[\w-]+)\}")
@@ -76,15 +78,16 @@ def strip_solutions(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def strip_file(source: Path, target: Path) -> None:
-    """Write `source` (a notebook or a MyST markdown page) to `target` without its solutions."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write `source` (a notebook or a MyST markdown page) to `target` without its solutions,
+    atomically (so `target` may be `source` itself)."""
     if source.suffix == ".ipynb":
-        nbformat.write(strip_solutions(nbformat.read(source, as_version=4)), target)
+        text = nbformat.writes(strip_solutions(nbformat.read(source, as_version=4)))
+        text += "" if text.endswith("\n") else "\n"  # as nbformat.write ends a file
     elif source.suffix == ".md":
-        target.write_text(strip_solutions_text(source.read_text(encoding="utf-8")),
-                          encoding="utf-8")
+        text = strip_solutions_text(source.read_text(encoding="utf-8"))
     else:
         raise ValueError(f"not a notebook or a markdown page: {source}")
+    atomic_write(target, text.encode("utf-8"))
 
 
 def strip_sources(html: Path) -> list[Path]:
@@ -127,20 +130,30 @@ def main(argv: list[str] | None = None) -> None:
     config.add_argument("--cache", type=Path, default=Path("_build/.jupyter_cache"),
                         help="jupyter-cache folder shared with the instructor build")
     args = parser.parse_args(argv)
+    try:
+        run(args, parser)
+    except FolderNotOurs as err:  # someone else's folder: say so in one line, touch nothing
+        parser.exit(2, f"{parser.prog}: {err}\n")
 
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Carry out one parsed command. The student edition's folder (the `student-config` target's
+    folder, the `strip --out` folder) is claimed first: new, empty, or written by us before."""
     if args.command == "strip":
         for path in args.files:
             if path.is_absolute():
                 parser.error(f"give files as relative paths: {path}")
+        claim_folder(args.out, "the student edition")
+        for path in args.files:
             strip_file(path, args.out / path)
     elif args.command == "strip-sources":
         strip_sources(args.html)
     else:
         import yaml
 
-        args.target.parent.mkdir(parents=True, exist_ok=True)
+        claim_folder(args.target.parent, "the student edition")
         settings = student_config(yaml.safe_load(args.source.read_text()), args.cache)
-        args.target.write_text(yaml.safe_dump(settings, sort_keys=False))
+        atomic_write(args.target, yaml.safe_dump(settings, sort_keys=False).encode("utf-8"))
 
 
 if __name__ == "__main__":

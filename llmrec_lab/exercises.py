@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["ExerciseError", "check_rmse", "check_ndcg", "check_split_no_leakage"]
+__all__ = ["ExerciseError", "check_rmse", "check_ndcg", "check_split_no_leakage",
+           "check_attention", "check_transe_score", "check_lora_params", "check_gap_closed",
+           "check_masked_mse"]
 
 SPLIT_KINDS = ("random", "temporal", "leave-last-out", "cold-start-items")
 
@@ -205,3 +207,303 @@ def check_split_no_leakage(train: pd.DataFrame, test: pd.DataFrame, kind: str) -
                 f"{len(shared)} test item(s) also appear in train, e.g. item {shared[0]}: for "
                 f"cold-start items, move *all* ratings of the chosen items to test.")
     return f"check_split_no_leakage({kind!r}): no leakage found"
+
+
+def _call_array(name: str, fn: Callable, *args) -> np.ndarray:
+    """``fn(*args)`` as a float array, turning a crash or a non-number into a readable failure."""
+    try:
+        value = fn(*args)
+    except Exception as error:  # the learner's code may fail in any way: report it, in words
+        raise ExerciseError(f"{name} raised {type(error).__name__}: {error}") from error
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ExerciseError(f"{name} returned {value!r}, not an array of numbers") from error
+
+
+def _softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax that subtracts the maximum first, so large scores cannot overflow."""
+    e = np.exp(scores - scores.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def check_attention(fn: Callable) -> str:
+    """Check ``fn(queries, keys) -> weights``, scaled dot-product attention weights.
+
+    ``queries`` is ``(n_queries, d)``, ``keys`` is ``(n_keys, d)``; the answer is
+    ``(n_queries, n_keys)``: row ``q`` is the softmax over the keys of ``queries[q] . keys[k] /
+    sqrt(d)``, so it sums to one. The check also feeds scores in the thousands, which a softmax
+    that exponentiates them directly turns into ``inf / inf = nan``.
+    """
+    rng = np.random.default_rng(0)
+    d, n_q, n_k = 4, 3, 5  # sqrt(d) = 2 differs from d and from 1; n_q != n_k shows the axis
+    queries, keys = rng.normal(size=(n_q, d)), rng.normal(size=(n_k, d))
+    scores = queries @ keys.T
+    weights = _call_array("attention(queries (3 x 4), keys (5 x 4))", fn, queries, keys)
+    if weights.shape != (n_q, n_k):
+        raise ExerciseError(
+            f"3 queries and 5 keys gave weights of shape {weights.shape}, expected (3, 5): one "
+            f"row per query, one column per key (scores = queries @ keys.T)")
+    if not np.isfinite(weights).all():
+        raise ExerciseError("small scores gave non-finite weights: check the softmax")
+    rows = weights.sum(axis=1)
+    if not np.allclose(rows, 1.0, atol=1e-6):
+        if np.allclose(weights.sum(axis=0), 1.0, atol=1e-6):
+            why = ("the softmax ran over the queries (axis 0), so each *column* sums to one. "
+                   "A query distributes its attention over the keys: softmax along the last "
+                   "axis")
+        else:
+            why = ("apply a softmax over the keys: exp of each score divided by the row's sum "
+                   "of exps")
+        raise ExerciseError(f"each row of weights must sum to one, got row sums "
+                            f"{np.round(rows, 4).tolist()}: {why}")
+    if (weights < 0).any():
+        raise ExerciseError("some weights are negative: dividing the scores by their sum is not "
+                            "a softmax; exponentiate them first")
+    expected = _softmax(scores / np.sqrt(d))
+    if not np.allclose(weights, expected, rtol=1e-5, atol=1e-8):
+        wrong = {
+            "no scaling: divide the scores by sqrt(d) = 2, or a large d makes the softmax "
+            "nearly one-hot and its gradients vanish": _softmax(scores),
+            "the scores were divided by d = 4; the scale is sqrt(d) = 2, the standard "
+            "deviation of a dot product of d unit-variance numbers": _softmax(scores / d),
+            "the scores were multiplied by sqrt(d) instead of divided by it":
+                _softmax(scores * np.sqrt(d)),
+        }
+        hint = next((why for why, v in wrong.items() if np.allclose(weights, v, rtol=1e-5)),
+                    None)
+        raise ExerciseError(
+            f"the weights of query 0 are {np.round(weights[0], 4).tolist()}, expected "
+            f"{np.round(expected[0], 4).tolist()}"
+            + (f". It looks like {hint}." if hint else
+               ": softmax over the keys of queries @ keys.T / sqrt(d)."))
+    big = _call_array("attention(1000 * queries, keys)", fn, 1000 * queries, keys)
+    if not np.isfinite(big).all():
+        raise ExerciseError(
+            "scores in the thousands gave non-finite weights (exp overflows to inf, and "
+            "inf / inf is nan). Subtract each row's largest score before exponentiating: the "
+            "softmax is unchanged by a shift, and the largest exponent becomes exp(0) = 1")
+    big_expected = _softmax(1000 * scores / np.sqrt(d))
+    if not np.allclose(big, big_expected, atol=1e-6):
+        raise ExerciseError(f"scores in the thousands gave weights "
+                            f"{np.round(big[0], 4).tolist()} for query 0, expected the nearly "
+                            f"one-hot {np.round(big_expected[0], 4).tolist()}")
+    return "check_attention: all 5 checks passed"
+
+
+def check_transe_score(fn: Callable) -> str:
+    """Check ``fn(h, r, t, p) -> score``, the TransE score ``-||h + r - t||_p``.
+
+    ``h``, ``r``, ``t`` are vectors of one triple, or ``(n, d)`` arrays of ``n`` triples (then
+    one score per row). The relation translates the head towards the tail, so a true triple
+    has ``h + r`` close to ``t``; the score is the *negative* distance, higher for a more
+    plausible triple; ``p`` is the norm's order (pykeen's TransE uses ``p = 1``).
+    """
+    h, r, t = np.array([1.0, 2.0, -1.0]), np.array([0.5, -1.0, 2.0]), np.array([2.0, 0.0, 1.0])
+    passed = 0
+    for p in (1, 2):
+        expected = -np.linalg.norm(h + r - t, ord=p)
+        value = _call_array(f"score(h, r, t, p={p})", fn, h, r, t, p)
+        if value.shape != ():
+            raise ExerciseError(
+                f"score(h, r, t, p={p}) for one triple returned an array of shape "
+                f"{value.shape}, not one number: take the norm of h + r - t")
+        value = float(value)
+        if _close(value, expected):
+            passed += 1
+            continue
+        other = 3 - p
+        wrong = {
+            "the distance itself: the score is its negative, so that a more plausible triple "
+            "(a smaller distance) scores higher": -expected,
+            f"the L{other} norm where p={p} was asked: pass ord=p to the norm":
+                -np.linalg.norm(h + r - t, ord=other),
+            "the squared distance: take the norm itself, not its square":
+                -np.linalg.norm(h + r - t, ord=p) ** 2,
+            "h - r + t: the relation is added to the head and the tail subtracted, h + r - t":
+                -np.linalg.norm(h - r + t, ord=p),
+            "the sum of the components of h + r - t, with no norm: positive and negative "
+            "differences then cancel": -(h + r - t).sum(),
+        }
+        hint = next((why for why, v in wrong.items() if _close(value, v)), None)
+        raise ExerciseError(
+            f"score(h={h.tolist()}, r={r.tolist()}, t={t.tolist()}, p={p}) returned {value:.4f}, "
+            f"expected -||h + r - t||_{p} = {expected:.4f}"
+            + (f". It looks like {hint}." if hint else "."))
+
+    value = _call("score", fn, h, r, h + r, 1)
+    if not _close(value, 0.0):
+        raise ExerciseError(f"a perfect translation, t = h + r, must score 0 (the best "
+                            f"possible score), got {value}")
+    passed += 1
+
+    batch = np.stack([h, r, t]), np.stack([r, t, h]), np.stack([t, h, r])
+    expected = -np.abs(batch[0] + batch[1] - batch[2]).sum(axis=1)
+    values = _call_array("score on 3 triples at once (arrays of shape (3, 3)), p=1", fn,
+                         *batch, 1)
+    if values.shape != (3,):
+        raise ExerciseError(
+            f"three triples at once (h, r, t of shape (3, 3)) gave a result of shape "
+            f"{values.shape}, expected (3,): one score per row. Take the norm along the last "
+            f"axis (axis=-1); without it numpy computes one norm of the whole matrix")
+    if not np.allclose(values, expected, rtol=1e-6):
+        raise ExerciseError(f"three triples at once gave {values.tolist()}, expected "
+                            f"{expected.tolist()}: take the norm of each row (axis=-1)")
+    passed += 1
+    return f"check_transe_score: all {passed} checks passed"
+
+
+def check_lora_params(fn: Callable) -> str:
+    """Check ``fn(d_in, d_out, rank, n_matrices) -> int``, the trainable parameters LoRA adds.
+
+    LoRA freezes each adapted ``d_in -> d_out`` weight and trains two factors beside it, ``A``
+    (``rank x d_in``) and ``B`` (``d_out x rank``), without biases (peft's default
+    ``bias="none"``), so ``n_matrices`` adapted matrices add ``n_matrices * rank * (d_in +
+    d_out)``. The cases include non-square matrices, where giving both factors one size shows.
+    """
+    cases = [
+        # d_in, d_out, rank, n_matrices, what it checks
+        (384, 384, 8, 12, "MiniLM: query and value projections in 6 layers, rank 8"),
+        (1, 1, 1, 1, "the smallest case"),
+        (768, 3072, 4, 1, "one non-square matrix (a feed-forward projection)"),
+        (100, 10, 2, 3, "three non-square matrices"),
+    ]
+    for d_in, d_out, rank, n, what in cases:
+        expected = n * rank * (d_in + d_out)
+        value = _call("lora_params", fn, d_in, d_out, rank, n)
+        if _close(value, expected):
+            continue
+        wrong = {
+            "the size of the frozen weight W: LoRA trains only the factors A and B":
+                n * d_in * d_out,
+            "the frozen weights plus the factors: W stays frozen, count A and B only":
+                n * (d_in * d_out + rank * (d_in + d_out)),
+            "only one of the two factors: LoRA trains A (rank x d_in) and B (d_out x rank)":
+                (n * rank * d_in, n * rank * d_out),
+            "both factors counted at A's size, rank x d_in: B is d_out x rank, which differs "
+            "when d_out != d_in": n * 2 * rank * d_in,
+            "both factors counted at B's size, d_out x rank: A is rank x d_in, which differs "
+            "when d_in != d_out": n * 2 * rank * d_out,
+            "the count of one matrix: multiply by the number of adapted matrices":
+                rank * (d_in + d_out),
+            "the factors' sizes multiplied: A and B are separate tensors, so their sizes add":
+                n * rank * d_in * rank * d_out,
+            "a bias of d_out per matrix: the adapted layer's bias stays frozen "
+            "(peft's bias='none')": n * (rank * (d_in + d_out) + d_out),
+            "biases in A and B: peft builds both factors without bias":
+                n * (rank * (d_in + d_out) + rank + d_out),
+        }
+        hint = next((why for why, v in wrong.items()
+                     if any(_close(value, x) for x in np.atleast_1d(v))), None)
+        raise ExerciseError(
+            f"lora_params(d_in={d_in}, d_out={d_out}, rank={rank}, n_matrices={n}) ({what}) "
+            f"returned {value:.12g}, expected {n} x {rank} x ({d_in} + {d_out}) = {expected}"
+            + (f". It looks like {hint}." if hint else "."))
+    return f"check_lora_params: all {len(cases)} checks passed"
+
+
+def check_gap_closed(fn: Callable) -> str:
+    """Check ``fn(value, greedy, oracle) -> float``, the share of the greedy-to-oracle gap closed.
+
+    The share is ``(value - greedy) / (oracle - greedy)``: 0 at greedy, 1 at the oracle, negative
+    below greedy, unclipped, and the same formula for a metric where less is better. With no
+    gap (``greedy == oracle``) it is NaN, as in :func:`llmrec_lab.lus.metrics.gap_closed`, which
+    marks one cell of a comparison table instead of losing the whole table to an error.
+    """
+    cases = [
+        # value, greedy, oracle, what it checks
+        (12.0, 10.0, 20.0, "a policy that closes a fifth of the gap"),
+        (10.0, 10.0, 20.0, "greedy itself"),
+        (20.0, 10.0, 20.0, "the oracle itself"),
+        (8.0, 10.0, 20.0, "a policy worse than greedy"),
+        (25.0, 10.0, 20.0, "a policy beyond the oracle"),
+        (0.3, 0.4, 0.2, "a metric where less is better (churn)"),
+    ]
+    for value, greedy, oracle, what in cases:
+        expected = (value - greedy) / (oracle - greedy)
+        got = _call("gap_closed", fn, value, greedy, oracle)
+        if _close(got, expected):
+            continue
+        wrong = {  # first match wins: the absolute value before the inverted sign
+            "an absolute value: below greedy the share is negative": abs(expected),
+            "the sign is inverted: a policy better than greedy closes a positive share, on a "
+            "metric where less is better too (divide by oracle - greedy, sign included)":
+                -expected,
+            "a percentage: return the share (0.2), not the percentage (20)": 100 * expected,
+            "the policy's value divided by the oracle's: divide by the gap, oracle - greedy":
+                (value - greedy) / oracle if oracle else math.nan,
+            "the policy's value as a share of the oracle's: measure from greedy, value - greedy, "
+            "and divide by the gap, oracle - greedy": value / oracle if oracle else math.nan,
+            "the share of the gap still open: the share closed is 1 minus that":
+                (oracle - value) / (oracle - greedy),
+            "a clipped share: below greedy the share is negative, beyond the oracle above 1":
+                min(max(expected, 0.0), 1.0),
+        }
+        hint = next((why for why, v in wrong.items() if _close(got, v)), None)
+        raise ExerciseError(
+            f"gap_closed(value={value}, greedy={greedy}, oracle={oracle}) ({what}) returned "
+            f"{got:g}, expected ({value} - {greedy}) / ({oracle} - {greedy}) = {expected:g}"
+            + (f". It looks like {hint}." if hint else "."))
+    no_gap = "when greedy equals the oracle there is no gap to close"
+    try:
+        got = fn(5.0, 5.0, 5.0)
+    except Exception as error:  # a division by zero, or a deliberate refusal: explain either
+        raise ExerciseError(f"gap_closed(5, 5, 5) raised {type(error).__name__}: {no_gap}. Return "
+                            f"float('nan') then, as the library does, so that one cell of a "
+                            f"table is marked, not the whole table lost.") from error
+    if not (isinstance(got, (float, np.floating)) and math.isnan(got)):
+        raise ExerciseError(f"gap_closed(5, 5, 5) returned {got!r}: {no_gap}, so no share "
+                            f"(0, 1 or inf) is right. Return float('nan').")
+    return f"check_gap_closed: all {len(cases) + 1} checks passed"
+
+
+def check_masked_mse(fn: Callable) -> str:
+    """Check ``fn(ratings, predictions, observed) -> float``, the MSE over observed pairs only.
+
+    ``ratings`` and ``predictions`` are ``(n_users, n_items)`` arrays and ``observed`` a boolean
+    array of the same shape that marks the cells with a rating. What unobserved cells of
+    ``ratings`` hold is no rating at all: the check fills them with 0 once and with NaN once,
+    and puts an observed rating of 0 (the source's scale is [0, 5]), so only the mask can say
+    which cells count. Every observed rating weighs the same, as in the library's trainers.
+    """
+    observed = np.array([[1, 1, 1, 0], [0, 0, 0, 1], [1, 0, 0, 1]], dtype=bool)
+    ratings = np.where(observed, [[4.0, 5.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0],
+                                  [3.0, 0.0, 0.0, 1.0]], 0.0)
+    cases = [
+        # predictions, what the unobserved cells of ratings hold
+        (np.full(ratings.shape, 3.0), 0.0),
+        (np.array([[3.5, 4.0, 1.0, 2.5], [1.0, 2.0, 3.0, 2.5], [2.0, 4.5, 0.5, 1.5]]), np.nan),
+    ]
+    for predictions, fill in cases:
+        given = np.where(observed, ratings, fill)
+        err = np.where(observed, ratings - predictions, 0.0) ** 2
+        expected = float(err[observed].mean())
+        value = _call("masked_mse", fn, given.copy(), predictions.copy(), observed.copy())
+        if _close(value, expected):
+            continue
+        if math.isnan(value):
+            raise ExerciseError(
+                "masked_mse returned nan when the unobserved cells hold NaN: multiplying the "
+                "errors by the mask keeps them (NaN * 0 is NaN). Select the observed cells "
+                "instead, ratings[observed] - predictions[observed].")
+        per_user = [err[u][observed[u]].mean() for u in range(len(err)) if observed[u].any()]
+        nonzero = observed & (ratings != 0)
+        wrong = {
+            "every cell counted, the unobserved ones as ratings of 0: the source's sum over "
+            "all items, which pulls every prediction towards 0":
+                float(((given - predictions) ** 2).mean()),
+            f"the observed errors summed but divided by all {ratings.size} cells instead of "
+            f"the {int(observed.sum())} observed ones": float(err.sum() / ratings.size),
+            "each user's mean taken first, then the mean over users: that weighs every user "
+            "the same, not every rating": float(np.mean(per_user)),
+            "the root mean squared error: the objective is the mean squared error, no root":
+                math.sqrt(expected),
+            "the observed cells found as ratings != 0 rather than from the mask: a rating of "
+            "0 is a rating": float(((ratings - predictions)[nonzero] ** 2).mean()),
+        }
+        hint = next((why for why, v in wrong.items() if _close(value, v)), None)
+        raise ExerciseError(
+            f"masked_mse returned {value:.4f} for ratings {given.tolist()} (unobserved cells "
+            f"hold {fill}), expected {expected:.4f}, the mean of the {int(observed.sum())} "
+            f"observed squared errors" + (f". It looks like {hint}." if hint else "."))
+    return f"check_masked_mse: all {len(cases)} checks passed"

@@ -124,12 +124,25 @@ def ranking_report(scores: np.ndarray, relevant: Sequence[Relevance], k: int,
                    item_ids: np.ndarray | None = None) -> dict[str, float]:
     """Rank every item for every user and average NDCG, recall and hit rate at ``k``.
 
+    The means of :func:`ranking_per_user` (see there for the arguments); ``"users"`` says how
+    many users were averaged.
+    """
+    table = ranking_per_user(scores, relevant, k, exclude, item_ids)
+    return {**{name: float(value) for name, value in table.mean().items()}, "users": len(table)}
+
+
+def ranking_per_user(scores: np.ndarray, relevant: Sequence[Relevance], k: int,
+                     exclude: Sequence[Set[int]] | None = None,
+                     item_ids: np.ndarray | None = None) -> pd.DataFrame:
+    """NDCG, recall and hit rate at ``k`` of each user, indexed by score row.
+
     ``scores`` is users x items; row ``u`` goes with ``relevant[u]`` and ``exclude[u]``.
     ``exclude`` holds items the user already saw in training: they are never recommended, so a
     model is not rewarded for repeating them. Both hold item ids, which are the column
     positions unless ``item_ids`` names the id of each column. Users with no relevant items are
-    skipped; ``"users"`` in the result says how many were averaged. A NaN score is refused: it
-    has no place in a ranking, and dropping it would quietly shorten that user's list.
+    left out. A NaN score is refused: it has no place in a ranking, and dropping it would
+    quietly shorten that user's list. Two models ranked for the same users give the same rows,
+    so their per-user values pair up (:func:`llmrec_lab.stats.paired_interval`).
     """
     scores = np.array(scores, dtype=np.float64)  # a copy: excluded cells are overwritten
     if len(relevant) != scores.shape[0]:
@@ -142,18 +155,17 @@ def ranking_report(scores: np.ndarray, relevant: Sequence[Relevance], k: int,
     if exclude is not None:
         _mask_seen(scores, exclude, pd.Index(ids))
     top = top_k(scores, k)
-    rows = []
+    rows = {}
     for u, rel in enumerate(relevant):
         if not _gains(rel):
             continue
         ranked = ids[top[u][np.isfinite(scores[u, top[u]])]]  # drop masked fillers
-        rows.append((ndcg_at_k(ranked, rel, k), recall_at_k(ranked, rel, k),
-                     hit_rate_at_k(ranked, rel, k)))
+        rows[u] = (ndcg_at_k(ranked, rel, k), recall_at_k(ranked, rel, k),
+                   hit_rate_at_k(ranked, rel, k))
     if not rows:
         raise ValueError("no user has a relevant item; nothing to average")
-    ndcg, recall, hit = np.mean(rows, axis=0)
-    return {f"ndcg@{k}": float(ndcg), f"recall@{k}": float(recall), f"hit_rate@{k}": float(hit),
-            "users": len(rows)}
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=[f"ndcg@{k}", f"recall@{k}", f"hit_rate@{k}"])
 
 
 def _mask_seen(scores: np.ndarray, exclude: Sequence[Set[int]], columns: pd.Index) -> None:

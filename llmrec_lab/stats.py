@@ -28,8 +28,9 @@ PerSeed = np.ndarray | Sequence[np.ndarray]
 
 
 @dataclass(frozen=True)
-class PairedInterval:
-    """An estimate of ``A - B`` (a loss: negative means A is better) with its interval."""
+class Interval:
+    """An estimate of ``A - B`` with its interval. For losses (every paired comparison of the
+    course) negative means A is better, which is what :attr:`verdict` says in words."""
 
     estimate: float
     low: float
@@ -51,7 +52,7 @@ class PairedInterval:
         return f"{self.estimate:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
 
 
-def paired_interval(loss_a: PerSeed, loss_b: PerSeed, level: float = 0.95) -> PairedInterval:
+def paired_interval(loss_a: PerSeed, loss_b: PerSeed, level: float = 0.95) -> Interval:
     """Interval for the mean of ``loss_a - loss_b`` over paired units (ratings, users).
 
     ``loss_a`` and ``loss_b`` are one array per seed (or a single array), each pair of the same
@@ -64,8 +65,30 @@ def paired_interval(loss_a: PerSeed, loss_b: PerSeed, level: float = 0.95) -> Pa
     return _interval(means, variances, [d.size for d in diffs], level)
 
 
+def unpaired_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Interval:
+    """Interval for ``mean(a) - mean(b)`` when the two samples are different units (Welch).
+
+    For what cannot be paired: two groups of users, say, each user one value (average a user's
+    ratings first, so that each unit counts once). The degrees of freedom are Welch's.
+    """
+    a, b = (np.asarray(x, dtype=np.float64).ravel() for x in (a, b))
+    if min(a.size, b.size) < 2:
+        raise ValueError(f"need at least 2 values in each sample, got {a.size} and {b.size}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("values must be finite")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = np.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if se > 0 else 1.0
+    estimate = float(a.mean() - b.mean())
+    half = float(student_t.ppf(0.5 + level / 2, dof) * se)
+    return Interval(estimate=estimate, low=estimate - half, high=estimate + half,
+                    n=a.size + b.size, seeds=1, level=level)
+
+
 def rmse_difference(y_true: PerSeed, pred_a: PerSeed, pred_b: PerSeed,
-                    level: float = 0.95) -> PairedInterval:
+                    level: float = 0.95) -> Interval:
     """Interval for ``RMSE(A) - RMSE(B)`` on the same test ratings, one array per seed.
 
     ``RMSE_a - RMSE_b = (MSE_a - MSE_b) / (RMSE_a + RMSE_b)``: the paired interval of the squared
@@ -131,11 +154,11 @@ def _as_list(x: PerSeed) -> list[np.ndarray]:
 
 
 def _interval(means: np.ndarray, variances: np.ndarray, sizes: list[int],
-              level: float) -> PairedInterval:
+              level: float) -> Interval:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     estimate = float(means.mean())
     dof = sum(sizes) - len(sizes)
     half = float(student_t.ppf(0.5 + level / 2, dof) * np.sqrt(variances.sum()) / len(means))
-    return PairedInterval(estimate=estimate, low=estimate - half, high=estimate + half,
+    return Interval(estimate=estimate, low=estimate - half, high=estimate + half,
                           n=sum(sizes), seeds=len(means), level=level)

@@ -286,8 +286,8 @@ class Trainer:
         if self.config.checkpoint_dir:
             self._resume()
         self.model.train()
-        if self.config.log_dir and self.is_main:
-            self.writer = SummaryWriter(self.config.log_dir)
+        if self.config.log_dir and self.is_main:  # TensorBoard adds files; it removes none
+            self.writer = SummaryWriter(claim_folder(self.config.log_dir, "TensorBoard logs"))
         # Only rank 0 shows a bar. Passed explicitly, disable=False would override TQDM_DISABLE=1
         # (make book's way of keeping bars out of the pages), so rank 0 passes nothing.
         quiet = {} if self.is_main else {"disable": True}

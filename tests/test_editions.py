@@ -121,3 +121,26 @@ def test_student_colab_buttons_open_the_student_branch(book_html, student_html):
         colab = re.findall(r'https://colab\.research\.google\.com/github/[^"]+', student)
         assert len(colab) == teacher.count("https://colab.research.google.com/github/"), page
         assert all("/blob/student/" in url for url in colab), page
+
+
+def test_strip_refuses_a_folder_of_someone_elses_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "thesis.txt").write_text("mine")
+    relative = str(NOTEBOOKS[0].relative_to(ROOT))
+    with pytest.raises(SystemExit) as stop:
+        main(["strip", "--out", str(tmp_path), relative])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.txt"]
+    with pytest.raises(SystemExit):
+        main(["student-config", str(ROOT / "_config.yml"), str(tmp_path / "_config.yml")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.txt"]
+
+
+def test_student_config_then_strip_share_one_claimed_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "student"
+    main(["student-config", str(ROOT / "_config.yml"), str(out / "_config.yml")])
+    main(["strip", "--out", str(out), str(NOTEBOOKS[0].relative_to(ROOT))])
+    assert (out / NOTEBOOKS[0].relative_to(ROOT)).is_file() and (out / "_config.yml").is_file()

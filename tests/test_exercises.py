@@ -8,6 +8,10 @@ import pytest
 from llmrec_lab.data.splits import cold_start_items, leave_last_out, random_split, temporal_split
 from llmrec_lab.data.world import make_world
 from llmrec_lab.exercises import ExerciseError, check_ndcg, check_rmse, check_split_no_leakage
+from llmrec_lab.exercises import check_attention, check_transe_score
+from llmrec_lab.exercises import check_gap_closed, check_lora_params
+from llmrec_lab.exercises import check_masked_mse
+from llmrec_lab.lus.metrics import gap_closed
 from llmrec_lab.metrics import ndcg_at_k, rmse
 
 
@@ -96,3 +100,172 @@ def test_leaky_splits_are_explained(ratings):
         check_split_no_leakage(train.drop(columns="timestamp"), test, "random")
     with pytest.raises(ValueError, match="kind must be one of"):
         check_split_no_leakage(train, test, "by-user")
+
+
+def _attention(queries, keys, scale=None, axis=-1, stable=True):
+    """Softmax attention weights, with switches for the usual mistakes."""
+    scores = np.asarray(queries) @ np.asarray(keys).T
+    scores = scores / (np.sqrt(np.shape(queries)[-1]) if scale is None else scale)
+    if stable:
+        scores = scores - scores.max(axis=axis, keepdims=True)
+    e = np.exp(scores)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_check_attention_accepts_numpy_and_torch_answers():
+    torch = pytest.importorskip("torch")
+
+    def with_torch(queries, keys):
+        q, k = torch.as_tensor(queries), torch.as_tensor(keys)
+        return torch.softmax(q @ k.T / q.shape[-1] ** 0.5, dim=-1)
+
+    assert check_attention(_attention) == "check_attention: all 5 checks passed"
+    assert "passed" in check_attention(with_torch)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the unstable answer overflows on purpose
+@pytest.mark.parametrize("answer, explanation", [
+    (lambda q, k: _attention(q, k, scale=1.0), "no scaling"),
+    (lambda q, k: _attention(q, k, scale=q.shape[-1]), "divided by d = 4"),
+    (lambda q, k: _attention(q, k, scale=q.shape[-1] ** -0.5), "multiplied by sqrt\\(d\\)"),
+    (lambda q, k: _attention(q, k, axis=0), "ran over the queries"),
+    (lambda q, k: _attention(q, k).T, re.escape("shape (5, 3), expected (3, 5)")),
+    (lambda q, k: q @ k.T, "apply a softmax over the keys"),
+    (lambda q, k: (q @ k.T) / (q @ k.T).sum(axis=1, keepdims=True), "exponentiate them first"),
+    (lambda q, k: _attention(q, k, stable=False), "Subtract each row's largest score"),
+    (lambda q, k: _attention(q / max(1, np.abs(q).max() / 10), k), "nearly one-hot"),
+    (lambda q, k: 1 // 0, "raised ZeroDivisionError"),
+])
+def test_check_attention_explains_what_is_wrong(answer, explanation):
+    with pytest.raises(ExerciseError, match=explanation):
+        check_attention(answer)
+
+
+def _transe(h, r, t, p):
+    return -np.linalg.norm(np.asarray(h) + r - t, ord=p, axis=-1)
+
+
+def test_check_transe_score_accepts_numpy_and_pykeen():
+    modules = pytest.importorskip("pykeen.nn.modules")
+    torch = pytest.importorskip("torch")
+
+    def with_pykeen(h, r, t, p):
+        h, r, t = (torch.as_tensor(x) for x in (h, r, t))
+        return modules.TransEInteraction(p=p)(h, r, t)
+
+    assert check_transe_score(_transe) == "check_transe_score: all 4 checks passed"
+    assert "passed" in check_transe_score(with_pykeen)
+
+
+@pytest.mark.parametrize("answer, explanation", [
+    (lambda h, r, t, p: -_transe(h, r, t, p), "the score is its negative"),
+    (lambda h, r, t, p: _transe(h, r, t, 2), "the L2 norm where p=1 was asked"),
+    (lambda h, r, t, p: _transe(h, r, t, 3 - p), "the L2 norm where p=1 was asked"),
+    (lambda h, r, t, p: -_transe(h, r, t, p) * _transe(h, r, t, p), "squared distance"),
+    (lambda h, r, t, p: _transe(h, -r, -t, p), re.escape("h - r + t")),
+    (lambda h, r, t, p: -(h + r - t).sum(axis=-1), "with no norm"),
+    (lambda h, r, t, p: -(h + r - t), re.escape("an array of shape (3,), not one number")),
+    (lambda h, r, t, p: -np.linalg.norm(h + r - t, ord=p), "along the last axis"),
+    (lambda h, r, t, p: "zero", "not an array of numbers"),
+])
+def test_check_transe_score_explains_what_is_wrong(answer, explanation):
+    with pytest.raises(ExerciseError, match=explanation):
+        check_transe_score(answer)
+
+
+def _lora(d_in, d_out, rank, n):
+    return n * rank * (d_in + d_out)
+
+
+def test_check_lora_params_counts_what_peft_trains():
+    """The check's formula is peft's: A and B per adapted Linear, no biases, the rest frozen."""
+    from peft import LoraConfig, get_peft_model
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.query, self.value, self.out = nn.Linear(10, 4), nn.Linear(4, 6), nn.Linear(6, 1)
+
+    model = get_peft_model(Tiny(), LoraConfig(r=2, target_modules=["query", "value"]))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == _lora(10, 4, 2, 1) + _lora(4, 6, 2, 1) == 48
+    assert check_lora_params(_lora) == "check_lora_params: all 4 checks passed"
+
+
+@pytest.mark.parametrize("answer, explanation", [
+    (lambda i, o, r, n: n * i * o, "size of the frozen weight W"),
+    (lambda i, o, r, n: n * (i * o + r * (i + o)), "frozen weights plus the factors"),
+    (lambda i, o, r, n: n * r * i, "only one of the two factors"),
+    (lambda i, o, r, n: n * r * o, "only one of the two factors"),
+    (lambda i, o, r, n: n * 2 * r * i, "at A's size"),
+    (lambda i, o, r, n: n * 2 * r * o, "at B's size"),
+    (lambda i, o, r, n: r * (i + o), "count of one matrix"),
+    (lambda i, o, r, n: n * r * i * r * o, "sizes add"),
+    (lambda i, o, r, n: n * (r * (i + o) + o), "adapted layer's bias stays frozen"),
+    (lambda i, o, r, n: n * (r * (i + o) + r + o), "without bias"),
+    (lambda i, o, r, n: 7, re.escape("expected 12 x 8 x (384 + 384) = 73728.")),
+    (lambda i, o, r, n: "many", "not a number"),
+])
+def test_check_lora_params_explains_what_is_wrong(answer, explanation):
+    with pytest.raises(ExerciseError, match=explanation):
+        check_lora_params(answer)
+
+
+def test_check_gap_closed_accepts_the_library():
+    assert check_gap_closed(gap_closed) == "check_gap_closed: all 7 checks passed"
+
+
+@pytest.mark.parametrize("answer, explanation", [
+    (lambda v, g, o: (g - v) / (o - g), "sign is inverted"),
+    (lambda v, g, o: (v - g) / abs(o - g), "sign is inverted"),
+    (lambda v, g, o: 100 * (v - g) / (o - g), "a percentage"),
+    (lambda v, g, o: (v - g) / o, "divided by the oracle's"),
+    (lambda v, g, o: v / o, "as a share of the oracle's"),
+    (lambda v, g, o: (o - v) / (o - g), "still open"),
+    (lambda v, g, o: min(max((v - g) / (o - g), 0.0), 1.0), "clipped share"),
+    (lambda v, g, o: abs((v - g) / (o - g)), "absolute value"),
+    (lambda v, g, o: (v - g) / (o - g), "raised ZeroDivisionError: when greedy equals"),
+    (lambda v, g, o: (v - g) / (o - g) if o != g else [][0], "raised IndexError: when greedy"),
+    (lambda v, g, o: (v - g) / (o - g) if o != g else 0.0, re.escape("returned 0.0")),
+    (lambda v, g, o: (v - g) / (o - g) if o != g else math.inf, "returned inf"),
+    (lambda v, g, o: 0.5, "expected \\(12.0 - 10.0\\) / \\(20.0 - 10.0\\) = 0.2\\."),
+])
+def test_check_gap_closed_explains_what_is_wrong(answer, explanation):
+    with pytest.raises(ExerciseError, match=explanation):
+        check_gap_closed(answer)
+
+
+def _masked_mse(r, p, o):
+    return float(np.mean((np.asarray(r)[o] - np.asarray(p)[o]) ** 2))
+
+
+def test_check_masked_mse_accepts_a_plain_answer_and_torch():
+    import torch
+
+    def with_torch(r, p, o):
+        r, p, o = torch.as_tensor(r), torch.as_tensor(p), torch.as_tensor(o)
+        return torch.nn.functional.mse_loss(p[o], r[o]).item()
+
+    assert check_masked_mse(_masked_mse) == "check_masked_mse: all 2 checks passed"
+    assert "passed" in check_masked_mse(with_torch)
+
+
+def _per_user(r, p, o):
+    return float(np.mean([np.mean((r[u][o[u]] - p[u][o[u]]) ** 2) for u in range(len(r))
+                          if o[u].any()]))
+
+
+@pytest.mark.parametrize("answer, explanation", [
+    (lambda r, p, o: float(np.mean((r - p) ** 2)), "unobserved ones as ratings of 0"),
+    (lambda r, p, o: float(np.sum(o * (r - p) ** 2) / r.size), "divided by all 12 cells"),
+    (_per_user, "weighs every user the same"),
+    (lambda r, p, o: math.sqrt(_masked_mse(r, p, o)), "no root"),
+    (lambda r, p, o: _masked_mse(r, p, r != 0), "a rating of 0 is a rating"),
+    (lambda r, p, o: float(np.sum(o * (r - p) ** 2) / o.sum()), re.escape("NaN * 0 is NaN")),
+    (lambda r, p, o: _masked_mse(r, p, o) + 1, "expected 3.1667, the mean of the 6 observed"),
+    (lambda r, p, o: r[9], "raised IndexError"),
+])
+def test_check_masked_mse_explains_what_is_wrong(answer, explanation):
+    with pytest.raises(ExerciseError, match=explanation):
+        check_masked_mse(answer)

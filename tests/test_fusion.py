@@ -194,6 +194,30 @@ def test_evaluate_reports_model_and_oracle(fitted, world, cold):
     assert 0 <= metrics["ndcg@10"] <= 1
 
 
+def test_evaluate_ranks_a_seeded_sample_of_users(fitted, world, cold, monkeypatch):
+    """NDCG over a sample: the same users for every call with a seed, all of them without a cap,
+    and RMSE always over every test rating."""
+    train, _, test = cold
+    ranked = []  # the users of each users x items scoring call
+    score = type(fitted).score
+
+    def recording(self, u, i):
+        if np.ndim(u) == 2:
+            ranked.append(np.ravel(u).tolist())
+        return score(self, u, i)
+
+    monkeypatch.setattr(type(fitted), "score", recording)
+    n_liked = test.loc[test["rating"] >= 4, "user_id"].nunique()
+    assert n_liked > 10
+    whole = evaluate(fitted, world, train, test, cold=True, max_users=None)
+    capped = [evaluate(fitted, world, train, test, cold=True, max_users=10, seed=s)
+              for s in (0, 0, 1)]
+    assert [len(u) for u in ranked] == [n_liked, 10, 10, 10]
+    assert ranked[1] == ranked[2] != ranked[3]
+    assert capped[0] == capped[1]
+    assert capped[0]["rmse"] == capped[2]["rmse"] == whole["rmse"]
+
+
 def test_cli_fusion_prints_metrics_as_json(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path))
     code = cli.main(["fusion", "--world", "shop", "--modalities", "id", "--profile", "ci",

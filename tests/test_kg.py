@@ -15,7 +15,7 @@ from llmrec_lab.kg.extract import (gold_triples, lexicon_extract, paraphrase, pl
                                    spans)
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.kg_rater import (KGRater, ablation, ablation_predictions, item_vectors,
-                                         kg_features)
+                                         kg_features, standardize)
 
 GOOD = ("item:1", "has_brand", "brand:Nordvik")
 
@@ -279,3 +279,13 @@ def test_cli_kg_json(capsys, tmp_path, monkeypatch):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["link_prediction"]["mrr"] > result["link_prediction"]["random"]["mrr"]
     assert set(result["rmse"]) == {"oracle", "biases", "kg"}
+
+
+def test_standardize_zeroes_constant_columns_even_with_float32_rounding():
+    column = np.random.default_rng(0).normal(size=4).astype(np.float32) * 10
+    constant = np.tile(column, (120, 1))  # each column constant; float32 means leave a tiny spread
+    varying = np.random.default_rng(1).normal(3, 2, size=(120, 2)).astype(np.float32)
+    z = standardize(np.hstack([constant, varying]))
+    assert (z[:, :4] == 0).all()
+    np.testing.assert_allclose(z[:, 4:].mean(axis=0), 0, atol=1e-6)
+    np.testing.assert_allclose(z[:, 4:].std(axis=0), 1, rtol=1e-5)

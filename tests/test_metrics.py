@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from llmrec_lab.metrics import (hit_rate_at_k, mae, ndcg_at_k, ranking_report, recall_at_k, rmse,
-                                top_k)
+from llmrec_lab.metrics import (hit_rate_at_k, mae, ndcg_at_k, ranking_per_user, ranking_report,
+                                recall_at_k, rmse, top_k)
 
 
 def test_rmse_and_mae_on_tiny_arrays():
@@ -88,6 +88,16 @@ def test_ranking_report_excludes_seen_and_users_without_relevant():
     report = ranking_report(scores, [{2}, {0}, set()], k=2, exclude=[{0}, set(), set()])
     assert report == pytest.approx({"ndcg@2": 0.5, "recall@2": 0.5, "hit_rate@2": 0.5,
                                     "users": 2})
+
+
+def test_ranking_per_user_rows_are_the_users_with_relevant_items():
+    scores = np.array([[0.9, 0.1, 0.8, 0.5],
+                       [0.5, 0.5, 0.5, 0.5],   # no relevant items: no row
+                       [0.1, 0.2, 0.3, 0.4]])
+    table = ranking_per_user(scores, [{2}, set(), {0}], k=2, exclude=[{0}, set(), set()])
+    assert table.index.tolist() == [0, 2]
+    assert table.loc[0, "hit_rate@2"] == 1.0 and table.loc[2, "hit_rate@2"] == 0.0
+    assert table.loc[0, "ndcg@2"] == 1.0  # item 0 excluded: item 2 ranks first
 
 
 def test_ranking_report_with_item_ids_matches_positions():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from llmrec_lab.stats import compare_rmse, paired_interval, rmse_difference
+from llmrec_lab.stats import compare_rmse, paired_interval, rmse_difference, unpaired_interval
 
 
 def test_paired_interval_by_hand():
@@ -89,3 +89,27 @@ def test_refuses_what_it_cannot_pair(a, b, message):
 def test_refuses_a_bad_level():
     with pytest.raises(ValueError, match="level"):
         paired_interval(np.ones(3), np.zeros(3), level=1.0)
+
+
+def test_unpaired_interval_is_welchs():
+    a, b = np.array([1.0, 2, 3, 4]), np.array([0.0, 0, 1])
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
+    dof = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)
+    half = student_t.ppf(0.975, dof) * np.sqrt(va + vb)
+    iv = unpaired_interval(a, b)
+    assert iv.estimate == pytest.approx(2.5 - 1 / 3)
+    assert (iv.low, iv.high) == pytest.approx((iv.estimate - half, iv.estimate + half))
+    assert iv.n == 7 and iv.seeds == 1
+
+
+def test_unpaired_interval_covers_the_truth_about_95_percent_of_the_time():
+    rng = np.random.default_rng(4)  # unequal sizes and spreads: where Welch's correction matters
+    covered = sum(iv.low <= 0.2 <= iv.high for iv in
+                  (unpaired_interval(rng.normal(0.2, 2.0, 15), rng.normal(0, 0.5, 60))
+                   for _ in range(400)))
+    assert 0.91 <= covered / 400 <= 0.99
+
+
+def test_unpaired_interval_refuses_too_few_values():
+    with pytest.raises(ValueError, match="at least 2 values"):
+        unpaired_interval([1.0], [1.0, 2.0])

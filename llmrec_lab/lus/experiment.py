@@ -33,7 +33,7 @@ MF_GRID = tuple((reg, factors) for reg in (0.1, 0.3) for factors in (16, 32))
 
 
 def fit_mf(world: World, epochs: int, grid: tuple[tuple[float, int], ...] = MF_GRID,
-           valid_frac: float = 0.1, seed: int = 0) -> tuple[RatingModel, dict[str, float]]:
+           valid_frac: float = 0.1, seed: int = 0) -> tuple[RatingModel, pd.DataFrame]:
     """The chapter's rating model: MF that separates a user's taste from their recent history.
 
     Two random ``valid_frac`` shares of the logged ratings are held out, for two jobs. Each
@@ -48,10 +48,11 @@ def fit_mf(world: World, epochs: int, grid: tuple[tuple[float, int], ...] = MF_G
     the early stopping nor the effect has seen: decided on ``valid``, the model with the effect
     fitted there would be favoured in-sample.
 
-    Both RMSEs clip predictions to the rating scale seen in training, the rule by which MF
+    Both predictions are clipped to the rating scale seen in training, the rule by which MF
     early-stops and predicts. Only rating accuracy on held-out ratings decides; what a policy
-    later does with the scores plays no part. Returns the model and the RMSEs on ``choice``
-    (``plain``, ``with_recency``).
+    later does with the scores plays no part. Returns the model and the ``choice`` ratings with
+    both models' predictions (columns ``rating``, ``plain``, ``with_recency``), so that a
+    chapter can put an interval on the difference (:func:`llmrec_lab.stats.rmse_difference`).
     """
     category = item_categories(world)
     train, valid, choice = random_split(world.ratings, test_frac=valid_frac,
@@ -71,12 +72,14 @@ def fit_mf(world: World, epochs: int, grid: tuple[tuple[float, int], ...] = MF_G
         adjusted = make_model("mf", epochs=best_epochs, reg=plain.reg,
                               n_factors=plain.n_factors, seed=seed).fit(
             train.assign(rating=train["rating"] - effect["train"] @ beta))
-    u, i, y = choice["user_id"], choice["item_id"], choice["rating"].to_numpy()
-    rmse_on_choice = {"plain": rmse(y, plain.score(u, i), clip=plain.scale_),
-                      "with_recency": rmse(y, adjusted.score(u, i) + effect["choice"] @ beta,
-                                           clip=plain.scale_)}
-    better = rmse_on_choice["with_recency"] < rmse_on_choice["plain"]
-    return (adjusted if better else plain), rmse_on_choice
+    u, i = choice["user_id"], choice["item_id"]
+    held_out = pd.DataFrame({
+        "rating": choice["rating"],
+        "plain": np.clip(plain.score(u, i), *plain.scale_),
+        "with_recency": np.clip(adjusted.score(u, i) + effect["choice"] @ beta, *plain.scale_)})
+    better = (rmse(held_out["rating"], held_out["with_recency"])
+              < rmse(held_out["rating"], held_out["plain"]))
+    return (adjusted if better else plain), held_out
 
 
 def mf_scores(world: World, epochs: int, seed: int = 0) -> np.ndarray:

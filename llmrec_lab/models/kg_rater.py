@@ -40,9 +40,14 @@ def kg_features(kge, item_ids, prefix: str = "item:") -> np.ndarray:
 
 
 def standardize(features: np.ndarray) -> np.ndarray:
-    """Z-score each column over the items (constant columns become 0)."""
+    """Z-score each column over the items; a constant column becomes 0.
+
+    In float32 a constant column's spread is rounding noise (up to about 1e-6 of its values),
+    and dividing by it would blow the noise up to +-1: a spread that small counts as none.
+    """
     sd = features.std(axis=0)
-    return ((features - features.mean(axis=0)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+    constant = sd <= 1e-5 * np.abs(features).max(axis=0)
+    return ((features - features.mean(axis=0)) / np.where(constant, np.inf, sd)).astype(np.float32)
 
 
 def kernel(vectors: np.ndarray, tau: float) -> np.ndarray:
