@@ -443,7 +443,9 @@ def evaluate(model: RatingModel, world: World, train: pd.DataFrame, test: pd.Dat
     RMSE uses every test rating. NDCG ranks for at most ``max_users`` of the users who liked a
     test item, drawn with ``seed`` (the same users for every model given the same test): scoring
     each user against the whole catalogue was most of an evaluation's cost (1.2 million pairs
-    in the ``cpu`` world), and 500 users already pin NDCG down to about 0.01 (standard error).
+    in the ``cpu`` world). Per-user NDCG@10 there has a standard deviation of about 0.1 (0.107
+    for the oracle, 0.082 for the bias model; shop world, warm split, seed 0), so 500 users
+    give a standard error of about 0.005.
     """
     y = test["rating"].to_numpy()
     liked = test[test["rating"] >= 4].groupby("user_id")["item_id"].apply(set)
