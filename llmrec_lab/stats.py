@@ -76,15 +76,10 @@ def unpaired_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> Inte
         raise ValueError(f"need at least 2 values in each sample, got {a.size} and {b.size}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("values must be finite")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    se = np.sqrt(va + vb)
-    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if se > 0 else 1.0
-    estimate = float(a.mean() - b.mean())
-    half = float(student_t.ppf(0.5 + level / 2, dof) * se)
-    return Interval(estimate=estimate, low=estimate - half, high=estimate + half,
-                    n=a.size + b.size, seeds=1, level=level)
+    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)) if va + vb else 1.0
+    return _around(float(a.mean() - b.mean()), float(np.sqrt(va + vb)), dof, a.size + b.size,
+                   1, level)
 
 
 def rmse_difference(y_true: PerSeed, pred_a: PerSeed, pred_b: PerSeed,
@@ -155,10 +150,16 @@ def _as_list(x: PerSeed) -> list[np.ndarray]:
 
 def _interval(means: np.ndarray, variances: np.ndarray, sizes: list[int],
               level: float) -> Interval:
+    """The seeds' mean difference, its standard error and the pooled degrees of freedom."""
+    return _around(float(means.mean()), float(np.sqrt(variances.sum()) / len(means)),
+                   sum(sizes) - len(sizes), sum(sizes), len(means), level)
+
+
+def _around(estimate: float, se: float, dof: float, n: int, seeds: int,
+            level: float) -> Interval:
+    """Student's t interval of ``level`` around ``estimate``."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    estimate = float(means.mean())
-    dof = sum(sizes) - len(sizes)
-    half = float(student_t.ppf(0.5 + level / 2, dof) * np.sqrt(variances.sum()) / len(means))
-    return Interval(estimate=estimate, low=estimate - half, high=estimate + half,
-                          n=sum(sizes), seeds=len(means), level=level)
+    half = float(student_t.ppf(0.5 + level / 2, dof) * se)
+    return Interval(estimate=estimate, low=estimate - half, high=estimate + half, n=n,
+                    seeds=seeds, level=level)
