@@ -11,7 +11,6 @@ import json
 import platform
 import sys
 import time
-from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -300,22 +299,15 @@ def _refuse_sample_sizes(args: argparse.Namespace, what: str) -> None:
 
 def _fit_tower(items: pd.DataFrame, train: pd.DataFrame, method: str,
                args: argparse.Namespace) -> TextTowerRater:
-    """A text tower fitted on ``train``, by ``method``, from TowerConfig's defaults.
+    """A text tower fitted on ``train`` by ``method``
+    (:func:`~llmrec_lab.experiments.text_tower.fit_tower`): tuning methods run the profile's
+    ``finetune_epochs``, as the cross-encoder does. ``--epochs`` overrides the epochs of
+    ``method``'s own stage."""
+    from llmrec_lab.experiments.text_tower import fit_tower
 
-    The frozen tower runs TowerConfig's epochs (early-stopped); a tuned tower starts from that
-    fitted frozen one and runs the profile's ``finetune_epochs``, as the cross-encoder does.
-    ``--epochs`` overrides the epochs of ``method``'s own stage.
-    """
-    from llmrec_lab.models.tower import TextTowerRater, TowerConfig
-
-    config = TowerConfig(model_name=args.encoder, seed=args.seed)
-    frozen_epochs = args.epochs if method == "frozen" and args.epochs else config.epochs
-    frozen = TextTowerRater(items, replace(config, epochs=frozen_epochs)).fit(train)
-    if method == "frozen":
-        return frozen
     epochs = args.epochs or get_profile(args.profile).finetune_epochs
-    return TextTowerRater(items, replace(config, method=method, epochs=epochs)).fit(train,
-                                                                                    init=frozen)
+    return fit_tower(items, train, method, epochs, args.seed, args.encoder,
+                     frozen_epochs=args.epochs if method == "frozen" else None)
 
 
 def _minus(truth: np.ndarray, tower: np.ndarray, other: np.ndarray) -> dict:
@@ -328,40 +320,36 @@ def _minus(truth: np.ndarray, tower: np.ndarray, other: np.ndarray) -> dict:
 
 
 def _finetune_tower(args: argparse.Namespace) -> dict:
-    """Fit a text tower on a world's warm or cold split; compare it with MF and the biases on
-    the same test ratings. The split's validation part is left unused: the tower early-stops
-    on its own 5% of the training ratings and MF trains its fixed epochs."""
+    """Fit a text tower on a world's warm or cold split (early-stopped on the split's
+    validation ratings); compare it with MF and the biases on the same test ratings."""
     from llmrec_lab.data.world import make_world
     from llmrec_lab.encoders.text import DEFAULT_TEXT_MODEL
+    from llmrec_lab.experiments.text_tower import compare_towers
     from llmrec_lab.metrics import rmse
-    from llmrec_lab.models.baselines import make_model
-    from llmrec_lab.models.fusion import split_for
 
     _refuse_sample_sizes(args, "--architecture tower")
     overrides, setting = _parse_overrides(args.set), args.setting or "cold"
     start = time.perf_counter()
     world = make_world(args.world, args.profile, seed=args.seed, **overrides)
-    train, _, test = split_for(world.ratings, setting, args.seed)
-    tower = _fit_tower(world.items, train, args.method, args)
-    pairs = test["user_id"].to_numpy(), test["item_id"].to_numpy()
-    truth = test["rating"].to_numpy()
-    pred = {"tower": tower.predict(*pairs),
-            **{name: make_model(name, seed=args.seed).fit(train).predict(*pairs)
-               for name in ("mf", "biases")}}
-    trainable = {n: p.numel() for n, p in tower.net_.named_parameters() if p.requires_grad}
+    own_stage = args.epochs if args.method == "frozen" else None  # as _fit_tower reads it
+    run = compare_towers(world, setting, args.seed, methods=(args.method,),
+                         epochs=args.epochs or get_profile(args.profile).finetune_epochs,
+                         encoder=args.encoder, frozen_epochs=own_stage)
+    name, truth = f"tower-{args.method}", run.ratings
+    cost = run.cost.loc[name]
     result = {"architecture": "tower", "method": args.method, "world": args.world,
               "profile": get_profile(args.profile).name, "seed": args.seed, "setting": setting,
               "set": overrides, "encoder": args.encoder or DEFAULT_TEXT_MODEL,
-              "n_train": len(train), "n_test": len(test), "test_rmse": rmse(truth, pred["tower"]),
-              "mf_rmse": rmse(truth, pred["mf"]), "biases_rmse": rmse(truth, pred["biases"]),
-              "oracle_rmse": rmse(truth, world.oracle_predict(test)),
-              "minus_mf": _minus(truth, pred["tower"], pred["mf"]),
-              "minus_biases": _minus(truth, pred["tower"], pred["biases"]),
-              "trainable": sum(trainable.values()),
-              "trainable_encoder": sum(v for n, v in trainable.items()
-                                       if n.startswith("text.encoder.")),
-              "epochs_run": tower.history_[-1]["epoch"],
-              "seconds": round(time.perf_counter() - start, 2)}
+              "n_train": run.n_train, "n_test": len(truth),
+              "test_rmse": rmse(truth, run.predictions[name]),
+              **{f"{m}_rmse": rmse(truth, run.predictions[m]) for m in ("mf", "biases")},
+              "oracle_rmse": rmse(truth, run.oracle),
+              **{f"minus_{m}": _minus(truth, run.predictions[name], run.predictions[m])
+                 for m in ("mf", "biases")},
+              "ndcg@10": float(run.ndcg[name].mean()), "mf_ndcg@10": float(run.ndcg["mf"].mean()),
+              "trainable": int(cost["trainable"]),
+              "trainable_encoder": int(cost["trainable in encoder"]),
+              "epochs_run": int(cost["epochs"]), "seconds": round(time.perf_counter() - start, 2)}
     if not args.json:
         print(f"tower-{args.method} ({setting}): RMSE {result['test_rmse']:.4f}, MF "
               f"{result['mf_rmse']:.4f}, biases {result['biases_rmse']:.4f}, noise floor "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -84,7 +85,9 @@ def apply_method(model: PLMRater, name: str, config: MethodConfig | dict | None 
     if name != "full":
         model.requires_grad_(False)
     if name in ("lora", "adalora", "ia3"):
-        model.encoder = get_peft_model(model.encoder, _peft_config(name, config))
+        with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            model.encoder = get_peft_model(model.encoder, _peft_config(name, config))
     elif name == "prefix":
         add_prefixes(model.encoder, config.prefix_tokens)
     elif name == "adapter":

@@ -188,7 +188,8 @@ def test_finetune_tower_reports_mf_and_biases_on_the_same_split(tiny_bert, own_c
                                              .predict(*pairs))
         interval = result[f"minus_{name}"]
         assert set(interval) == {"estimate", "low", "high", "verdict"}
-        assert interval["low"] < interval["estimate"] < interval["high"]
+        # equal when the tower kept its start, MF (TextTowerRater.fit's init)
+        assert interval["low"] <= interval["estimate"] <= interval["high"]
         # the paired estimate of a difference of RMSEs on the same ratings is that difference
         assert interval["estimate"] == pytest.approx(result["test_rmse"] - result[f"{name}_rmse"])
     assert 0 < result["oracle_rmse"] < result["biases_rmse"]

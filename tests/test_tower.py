@@ -204,3 +204,22 @@ def test_a_worse_tuned_epoch_does_not_replace_its_start(data, tiny_bert, tmp_pat
     assert start["epoch"] == 0 and tuned["valid_rmse"] > start["valid_rmse"]
     pairs = (ratings["user_id"], ratings["item_id"])
     np.testing.assert_allclose(wild.score(*pairs), frozen.score(*pairs), atol=1e-5)
+
+
+def test_a_tower_started_from_mf_is_that_mf_at_epoch_0(data, tiny_bert, tmp_path):
+    from llmrec_lab.models.baselines import MatrixFactorization
+
+    texts, ratings = data
+    train, valid = random_split(ratings, test_frac=0.2, seed=0)
+    train = train[train["item_id"] != texts.index[0]]  # one item MF never saw: cold for both
+    mf = MatrixFactorization(n_factors=4, seed=0).fit(train)
+    still = dict(lr_head=1e-12, lr_embeddings=1e-12)  # steps that move nothing
+    tower = TextTowerRater(texts, config(tiny_bert, tmp_path, epochs=1, **still))
+    tower.fit(train, init=mf, valid=valid)
+    assert tower.history_[0]["epoch"] == 0
+    assert tower.history_[0]["valid_rmse"] == pytest.approx(
+        rmse(valid["rating"], mf.predict(valid["user_id"], valid["item_id"])))
+    users, items = np.repeat(train["user_id"].unique()[:5], 3), np.tile(texts.index[:3], 5)
+    np.testing.assert_allclose(tower.score(users, items), mf.score(users, items), atol=1e-5)
+    with pytest.raises(ValueError, match="n_factors=8"):
+        TextTowerRater(texts, config(tiny_bert, tmp_path, factors=8)).fit(train, init=mf)

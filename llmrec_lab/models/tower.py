@@ -46,7 +46,7 @@ from llmrec_lab.config import pick_device, seed_everything
 from llmrec_lab.data.splits import random_split
 from llmrec_lab.encoders.text import TextEncoder, mean_pool, resolve_model_path
 from llmrec_lab.metrics import rmse
-from llmrec_lab.models.baselines import RatingModel
+from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, _rows
 from llmrec_lab.peft import (LEARNING_RATES, METHODS, MethodConfig, apply_method, method_penalty,
                              method_step_hook)
 
@@ -121,9 +121,13 @@ class FrozenText(nn.Module):
         self.head = _head(self.vectors.shape[1], factors, hidden)
         self.method = "frozen"  # read by peft's method_penalty and method_step_hook: no-ops
 
+    def embed(self, rows: torch.Tensor) -> torch.Tensor:
+        """The cached text vectors of the catalogue rows ``rows``."""
+        return self.vectors[rows]
+
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         """(len(rows), 1 + factors): g of the cached vectors of the catalogue rows ``rows``."""
-        return self.head(self.vectors[rows])
+        return self.head(self.embed(rows))
 
 
 class TunedText(nn.Module):
@@ -146,13 +150,18 @@ class TunedText(nn.Module):
         self.method: str | None = None
         self.method_config: MethodConfig | None = None
 
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        """(len(rows), 1 + factors): one encoder pass over the texts of the catalogue rows."""
+    def embed(self, rows: torch.Tensor) -> torch.Tensor:
+        """One encoder pass over the texts of the catalogue rows ``rows``: their text vectors,
+        mean-pooled and L2-normalised as :class:`TextEncoder`'s."""
         batch = self.tokenizer([self.texts[r] for r in rows.tolist()], padding=True,
                                truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = batch.to(self.head_device)
         states = self.encoder(**batch).last_hidden_state
-        return self.head(F.normalize(mean_pool(states, batch["attention_mask"]), dim=-1))
+        return F.normalize(mean_pool(states, batch["attention_mask"]), dim=-1)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """(len(rows), 1 + factors): g of the text vectors of the catalogue rows ``rows``."""
+        return self.head(self.embed(rows))
 
     @property
     def head_device(self) -> torch.device:
@@ -217,21 +226,30 @@ class TextTowerRater(RatingModel):
         self.texts = _as_texts(texts)
         self.config = config or TowerConfig()
 
-    def fit(self, ratings: pd.DataFrame, init: TextTowerRater | None = None) -> TextTowerRater:
-        """Learn from every rating of ``ratings`` (less the ``valid_frac`` held out); return self.
+    def fit(self, ratings: pd.DataFrame, init: TextTowerRater | MatrixFactorization | None = None,
+            valid: pd.DataFrame | None = None) -> TextTowerRater:
+        """Learn from every rating of ``ratings``; return self.
 
-        Items of the catalogue without a training rating stay cold: text only, no ID terms.
-        ``init``, a tower fitted on the same ratings (a frozen one, typically), supplies the
-        starting biases, ID vectors and head g. Every method's encoder starts as the frozen
-        text encoder (LoRA's update starts at zero), so a tuned tower then starts where the
-        cheap frozen one ended, and a few of its expensive epochs suffice.
+        ``valid`` (ratings, of cold items too) decides early stopping; without it the fit holds
+        out ``valid_frac`` of ``ratings`` at random for that. Items of the catalogue without a
+        training rating stay cold: text only, no ID terms.
+
+        ``init`` is where training starts, and that start competes in early stopping as epoch
+        0, so the fit never validates worse than its start:
+
+        - a :class:`MatrixFactorization` fitted on the same ratings: its biases and vectors
+          start the ID terms, and g starts at zero, so epoch 0 *is* that MF and the text has to
+          earn its place (``factors`` must equal MF's ``n_factors``);
+        - a tower fitted on the same ratings (a frozen one, typically): its ID tables and g.
+          Every method's encoder starts as the frozen text encoder (LoRA's update starts at
+          zero), so a tuned tower starts where the cheap frozen one ended, and a few of its
+          expensive epochs suffice.
         """
         c = self.config
         unknown = sorted(set(ratings.get("item_id", [])) - set(self.texts.index))
         if unknown:
             raise ValueError(f"ratings name item ids without a text: {unknown[:10]}")
-        valid = None
-        if c.valid_frac > 0:
+        if valid is None and c.valid_frac > 0:
             ratings, valid = random_split(ratings, test_frac=c.valid_frac, seed=c.seed)
         u, i, r = self._index(ratings, items=pd.Index(self.texts.index))
         seed_everything(c.seed)
@@ -241,7 +259,9 @@ class TextTowerRater(RatingModel):
         if c.method != "frozen":  # AdaLoRA's rank schedule needs the run's length
             apply_method(self.net_.text, c.method,
                          replace(c.method_config, total_step=steps * c.epochs))
-        if init is not None:
+        if isinstance(init, MatrixFactorization):
+            self._start_from_mf(init)
+        elif init is not None:
             self._start_from(init)
         self._train(u, i, r, counts, valid, score_start=init is not None)
         return self
@@ -271,6 +291,22 @@ class TextTowerRater(RatingModel):
             raise ValueError(f"init's {', '.join(wrong)} have other shapes; use the same factors "
                              "and hidden")
         self.net_.load_state_dict(state, strict=False)
+
+    @torch.no_grad()
+    def _start_from_mf(self, mf: MatrixFactorization) -> None:
+        """MF's mu, biases and vectors as the ID terms (zero for ids MF never saw), g at zero."""
+        if not hasattr(mf, "P_") or mf.n_factors != self.config.factors:
+            raise ValueError(f"init must be a fitted MatrixFactorization with n_factors="
+                             f"{self.config.factors} (the tower's factors)")
+        net = self.net_
+        users, items = _rows(mf.users_, self.users_), _rows(mf.items_, self.items_)
+        for mine, theirs in ((net.user_bias, mf.bu_[users]), (net.item_bias, mf.bi_[items]),
+                             (net.user_vec, mf.P_[users]), (net.item_vec, mf.Q_[items])):
+            mine.copy_(torch.as_tensor(theirs, dtype=mine.dtype))
+        net.mu.fill_(mf.mu_)
+        last = net.text.head if isinstance(net.text.head, nn.Linear) else net.text.head[-1]
+        last.weight.zero_()
+        last.bias.zero_()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW with one learning rate each for the ID terms, the head g and the encoder."""
@@ -381,6 +417,14 @@ class TextTowerRater(RatingModel):
         self.bi_ = np.where(warm, table(net.item_bias), 0.0)
         self.Q_ = np.where(warm[:, None], table(net.item_vec), 0.0)
         self.cb_, self.V_ = table(content[:, 0]), table(content[:, 1:])
+
+    def content_bias(self, item_ids: np.ndarray) -> np.ndarray:
+        """``c_i``, what the fitted tower reads from each item's text as its appeal to everyone:
+        on a cold item, all the item-side evidence a prediction has beyond the user's terms."""
+        rows = self.items_.get_indexer(np.asarray(item_ids))
+        if (rows < 0).any():
+            raise ValueError("content_bias: some item ids are not in the catalogue")
+        return self.cb_[rows]
 
     def _rmse_on(self, ratings: pd.DataFrame) -> float:
         """RMSE of the current (clipped) predictions on a held-out frame."""
