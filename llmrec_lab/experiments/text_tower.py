@@ -6,10 +6,11 @@ needs: the test ratings, each model's predictions on them, each user's NDCG@10 (
 for every model) and what each text tower cost. A seed is one call; :func:`pooled_table`
 pools several with :mod:`llmrec_lab.stats`, so a verdict is the sign of a paired interval.
 
-A tuned tower starts from the fitted frozen one (``TextTowerRater.fit(init=...)``) and stops
-early on the split's validation ratings. On the cold split those are ratings of items that are
-neither in training nor in test, so a tuned epoch is kept only when it reads unseen items'
-texts better than the frozen encoder does, which is what tuning is for.
+The frozen tower starts from the fitted MF, so it is that MF until an epoch validates better;
+a tuned tower starts from the fitted frozen one (both through ``TextTowerRater.fit(init=...)``).
+Both stop early on the split's validation ratings. On the cold split those are ratings of
+items that are neither in training nor in test, so a tuned epoch is kept only when it reads
+unseen items' texts better than the frozen encoder does, which is what tuning is for.
 """
 from __future__ import annotations
 
@@ -34,13 +35,14 @@ ID_MODELS = ("global-mean", "biases", "mf")
 K = 10  # NDCG@K
 # A tuned stage takes few optimizer steps (2 epochs of 60 steps of 8 items on the cpu world),
 # against the cross-encoder's hundreds, so adapters learn faster here. Measured on the shop
-# world's review texts, cold split, seed 0, test RMSE after 2 epochs: LoRA 1.0584 at 1e-3
-# (8 epochs allowed, stopped after 6) and 1.0576 at 4e-3 (3 epochs); full fine-tuning 1.0633 at
-# 1e-4 and 1.0645 at 3e-4. The other methods are not tuned: they get LoRA's factor of 4.
+# world's review texts, cold split, seed 0, each started from a fitted frozen tower: LoRA at 1e-3
+# reached test RMSE 1.0584 after 6 epochs (stopped early), at 4e-3 1.0576 after 3; full
+# fine-tuning 1.0633 at 1e-4 and 1.0645 at 3e-4 after 2. The other methods are not tuned: they
+# get LoRA's factor of 4 over the cross-encoder's rates.
 TUNED_LEARNING_RATES = {"full": 1e-4, **{m: 4 * lr for m, lr in LEARNING_RATES.items()
                                          if m != "full"}}
-TUNED_ITEMS_PER_STEP = 8
-VALID_FRAC = 0.05  # of the ratings, for early stopping where the data has no validation split  # more, smaller steps for the same encoder passes
+TUNED_ITEMS_PER_STEP = 8  # more, smaller steps for the same encoder passes
+VALID_FRAC = 0.05  # of the ratings, for early stopping where the data has no validation split
 
 
 def fit_frozen(items: pd.DataFrame, train: pd.DataFrame, seed: int = 0,
