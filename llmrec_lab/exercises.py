@@ -20,7 +20,7 @@ import pandas as pd
 
 __all__ = ["ExerciseError", "check_rmse", "check_ndcg", "check_split_no_leakage",
            "check_attention", "check_transe_score", "check_lora_params", "check_gap_closed",
-           "check_masked_mse"]
+           "check_masked_mse", "check_paired_interval"]
 
 SPLIT_KINDS = ("random", "temporal", "leave-last-out", "cold-start-items")
 
@@ -507,3 +507,59 @@ def check_masked_mse(fn: Callable) -> str:
             f"hold {fill}), expected {expected:.4f}, the mean of the {int(observed.sum())} "
             f"observed squared errors" + (f". It looks like {hint}." if hint else "."))
     return f"check_masked_mse: all {len(cases)} checks passed"
+
+
+def check_paired_interval(fn: Callable) -> str:
+    """Check ``fn(loss_a, loss_b) -> (low, high)``, the 95% interval of the mean of
+    ``loss_a - loss_b`` over paired units: Student's t on the per-unit differences, as
+    :func:`llmrec_lab.stats.paired_interval` computes for one seed.
+
+    Pairing is the point: the same users (or ratings) under two systems share everything about
+    themselves, so the differences vary far less than either loss, and an interval that treats
+    the two as separate samples is needlessly wide.
+    """
+    from scipy.stats import t as student_t
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(10.0, 3.0, 40)  # what each user brings, whatever the system
+    cases = [
+        (base + rng.normal(-0.5, 0.4, 40), base, "40 users, A a little better on most"),
+        (base[:6] + np.array([0.3, -0.1, 0.4, 0.2, 0.0, 0.5]), base[:6], "6 users: t, not z"),
+        (base[:12], base[:12] + rng.normal(0.0, 1.0, 12), "12 users, no true difference"),
+    ]
+    for a, b, what in cases:
+        d = a - b
+        se = d.std(ddof=1) / np.sqrt(d.size)
+        half = student_t.ppf(0.975, d.size - 1) * se
+        expected = (d.mean() - half, d.mean() + half)
+        try:
+            got = tuple(float(x) for x in fn(a.copy(), b.copy()))
+        except Exception as error:  # the learner's code may fail in any way: report it
+            raise ExerciseError(f"paired interval ({what}) raised {type(error).__name__}: "
+                                f"{error}; return a pair (low, high)") from error
+        if len(got) == 2 and all(_close(g, e) for g, e in zip(got, expected)):
+            continue
+        welch = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+        z = 1.959963984540054 * se
+        wrong = {
+            "the two losses treated as separate samples: take the difference per unit first, "
+            "then one interval of those differences": (d.mean() - 1.96 * welch,
+                                                       d.mean() + 1.96 * welch),
+            "a normal (z) quantile: with few units use Student's t with n - 1 degrees of "
+            "freedom": (d.mean() - z, d.mean() + z),
+            "B - A: the interval is of A - B, so a negative one says A's loss is lower":
+                (-d.mean() - half, -d.mean() + half),
+            "the spread of the differences (their standard deviation), not the standard error "
+            "of their mean: divide by the square root of n": (
+                d.mean() - student_t.ppf(0.975, d.size - 1) * d.std(ddof=1),
+                d.mean() + student_t.ppf(0.975, d.size - 1) * d.std(ddof=1)),
+        }
+        hint = next((why for why, w in wrong.items()
+                     if len(got) == 2 and all(math.isclose(g, v, rel_tol=1e-3, abs_tol=1e-6)
+                                              for g, v in zip(got, w))), None)
+        raise ExerciseError(
+            f"paired interval ({what}) returned {got}, expected "
+            f"({expected[0]:.4f}, {expected[1]:.4f}): the mean of a - b plus or minus "
+            f"t(0.975, n - 1) times the standard error of that mean"
+            + (f". It looks like {hint}." if hint else "."))
+    return f"check_paired_interval: all {len(cases)} checks passed"

@@ -109,6 +109,23 @@ def rmse_difference(y_true: PerSeed, pred_a: PerSeed, pred_b: PerSeed,
     return _interval(np.array(means), np.array(variances), [y.size for y in ys], level)
 
 
+def runs_rmse_difference(runs: Sequence, a: str, b: str, masks: Sequence[np.ndarray] | None = None,
+                         level: float = 0.95) -> Interval:
+    """:func:`rmse_difference` of models ``a`` and ``b`` over the seeds of an experiment.
+
+    Each run (one seed) holds ``ratings`` (the test ratings) and ``predictions`` (model name ->
+    predictions of those ratings), as the experiments of :mod:`llmrec_lab.experiments` return
+    them. ``masks`` (one boolean array per run) keeps a subset of each run's ratings: a group of
+    users, say.
+    """
+    keep = masks if masks is not None else [slice(None)] * len(runs)
+    if len(keep) != len(runs):
+        raise ValueError(f"{len(keep)} masks for {len(runs)} runs")
+    return rmse_difference([r.ratings[m] for r, m in zip(runs, keep)],
+                           [r.predictions[a][m] for r, m in zip(runs, keep)],
+                           [r.predictions[b][m] for r, m in zip(runs, keep)], level)
+
+
 def compare_rmse(y_true: PerSeed, predictions: Mapping[str, PerSeed], reference: str,
                  level: float = 0.95) -> pd.DataFrame:
     """Each model's RMSE difference from ``reference``, one row per model (the table a chapter

@@ -4,15 +4,17 @@ import re
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
 from llmrec_lab.data.splits import cold_start_items, leave_last_out, random_split, temporal_split
 from llmrec_lab.data.world import make_world
 from llmrec_lab.exercises import ExerciseError, check_ndcg, check_rmse, check_split_no_leakage
 from llmrec_lab.exercises import check_attention, check_transe_score
 from llmrec_lab.exercises import check_gap_closed, check_lora_params
-from llmrec_lab.exercises import check_masked_mse
+from llmrec_lab.exercises import check_masked_mse, check_paired_interval
 from llmrec_lab.lus.metrics import gap_closed
 from llmrec_lab.metrics import ndcg_at_k, rmse
+from llmrec_lab.stats import paired_interval
 
 
 def test_check_rmse_accepts_the_library_and_a_plain_answer():
@@ -269,3 +271,41 @@ def _per_user(r, p, o):
 def test_check_masked_mse_explains_what_is_wrong(answer, explanation):
     with pytest.raises(ExerciseError, match=explanation):
         check_masked_mse(answer)
+
+
+def _library_paired(a, b):
+    iv = paired_interval(a, b)
+    return iv.low, iv.high
+
+
+def test_check_paired_interval_accepts_the_library():
+    assert check_paired_interval(_library_paired) == "check_paired_interval: all 3 checks passed"
+
+
+def _unpaired_z(a, b):
+    half = 1.96 * np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    return a.mean() - b.mean() - half, a.mean() - b.mean() + half
+
+
+def _z_quantile(a, b):
+    d = a - b
+    half = 1.959963984540054 * d.std(ddof=1) / np.sqrt(d.size)
+    return d.mean() - half, d.mean() + half
+
+
+def _spread(a, b):
+    d = a - b
+    half = student_t.ppf(0.975, d.size - 1) * d.std(ddof=1)
+    return d.mean() - half, d.mean() + half
+
+
+@pytest.mark.parametrize("answer, explanation", [
+    (_unpaired_z, "treated as separate samples"),
+    (_z_quantile, "normal (z) quantile"),
+    (lambda a, b: _library_paired(b, a), "B - A"),
+    (_spread, "not the standard error"),
+    (lambda a, b: (a - b).mean(), "return a pair"),
+])
+def test_check_paired_interval_explains_what_is_wrong(answer, explanation):
+    with pytest.raises(ExerciseError, match=re.escape(explanation)):
+        check_paired_interval(answer)

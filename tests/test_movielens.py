@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 
 from llmrec_lab.data import movielens as ml
 from llmrec_lab.data.movielens import (MovieLens, describe_item, find_data_dir, kfold,
-                                       load_movielens, official_folds, write_fixture)
+                                       load_movielens, movielens_or_fixture, official_folds,
+                                       write_fixture)
 from llmrec_lab.io import MARKER, FolderNotOurs
 
 SIZES = {"n_users": 25, "n_items": 40, "n_ratings": 300}
@@ -267,3 +269,111 @@ def test_offline_download_error_points_to_data_dir(monkeypatch):
 def test_pinned_checksums():
     assert ml.RELEASES["ml-100k"].md5 == "0e33842e24a9c977be4e0107933c0723"
     assert ml.RELEASES["ml-1m"].md5 == "c4d9eecfca2ab87c1945afe126590906"
+
+
+# --- movielens_or_fixture: the real release when at hand, else a fixture --------------------
+
+FALLBACK = {"n_users": 12, "n_items": 15, "n_ratings": 90}  # unlike SIZES, to tell them apart
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch) -> Path:
+    """Where :mod:`tempfile` makes folders during the test, so that fixtures land in tmp_path."""
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _offline(monkeypatch) -> list[str]:
+    """Make every download fail as it does without network; returns the URLs asked for."""
+    asked = []
+
+    def refuse(url, *args, **kwargs):
+        asked.append(url)
+        raise OSError(f"could not download {url}: no network")
+
+    monkeypatch.setattr(ml, "fetch", refuse)
+    return asked
+
+
+def _sizes(data: MovieLens) -> dict[str, int]:
+    return {"n_users": len(data.users), "n_items": len(data.items),
+            "n_ratings": len(data.ratings)}
+
+
+def test_or_fixture_without_data_or_download_writes_the_fixture(tmp_path, monkeypatch, scratch):
+    asked = _offline(monkeypatch)
+    data, is_real = movielens_or_fixture("ml-100k", download=False, **FALLBACK)
+    assert is_real is False and isinstance(data, MovieLens) and data.name == "ml-100k"
+    assert _sizes(data) == FALLBACK
+    assert asked == []  # download=False never touches the network
+    assert not (tmp_path / "cache").exists()  # nor the cache: the fixture is not the release
+    assert data.source_dir.name == "ml-100k" and data.source_dir.parent.parent == scratch
+    # the same seed gives the same fixture, in a new folder each time
+    again, _ = movielens_or_fixture("ml-100k", download=False, **FALLBACK)
+    assert again.source_dir != data.source_dir and again.ratings.equals(data.ratings)
+    other, _ = movielens_or_fixture("ml-100k", download=False, seed=1, **FALLBACK)
+    assert not other.ratings.equals(data.ratings)
+
+
+def test_or_fixture_loads_data_dir_as_real(tmp_path, monkeypatch):
+    asked = _offline(monkeypatch)
+    folder = write_fixture("ml-100k", tmp_path / "data", **SIZES)
+    monkeypatch.setenv("LLMREC_DATA_DIR", str(tmp_path / "data"))
+    for download in (False, True):
+        data, is_real = movielens_or_fixture("ml-100k", download=download, **FALLBACK)
+        assert is_real is True and data.source_dir == folder and _sizes(data) == SIZES
+        assert data.ratings.equals(load_movielens("ml-100k", data_dir=folder).ratings)
+    assert asked == []
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_or_fixture_raises_when_data_dir_lacks_the_release(tmp_path, monkeypatch, download):
+    asked = _offline(monkeypatch)
+    write_fixture("ml-1m", tmp_path / "data", **SIZES)  # the other release only
+    monkeypatch.setenv("LLMREC_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match=r"\$LLMREC_DATA_DIR .*data"):
+        movielens_or_fixture("ml-100k", download=download, **FALLBACK)
+    assert asked == []  # a typo in the folder is reported, not downloaded around
+
+
+def test_or_fixture_raises_when_the_cached_release_is_broken(tmp_path, monkeypatch):
+    asked = _offline(monkeypatch)
+    write_fixture("ml-100k", tmp_path / "cache", **SIZES)
+    (tmp_path / "cache" / "ml-100k" / "u.user").unlink()
+    with pytest.raises(FileNotFoundError, match="u.user"):
+        movielens_or_fixture("ml-100k", download=True, **FALLBACK)
+    assert asked == []
+
+
+def test_or_fixture_falls_back_when_the_download_fails(tmp_path, monkeypatch, scratch):
+    asked = _offline(monkeypatch)
+    data, is_real = movielens_or_fixture("ml-100k", download=True, **FALLBACK)
+    assert asked == [ml.RELEASES["ml-100k"].url]  # it did try the publisher
+    assert is_real is False and _sizes(data) == FALLBACK
+    assert data.source_dir.parent.parent == scratch
+    assert not (tmp_path / "cache" / "ml-100k").exists()
+
+
+def test_or_fixture_downloads_into_the_cache(tmp_path, monkeypatch):
+    archive = _published_zip(tmp_path, "ml-100k")
+    data = archive.read_bytes()
+    monkeypatch.setitem(ml.RELEASES, "ml-100k", dataclasses.replace(
+        ml.RELEASES["ml-100k"], url=archive.as_uri(), md5=hashlib.md5(data).hexdigest(),
+        sha256=hashlib.sha256(data).hexdigest()))
+    loaded, is_real = movielens_or_fixture("ml-100k", download=True, **FALLBACK)
+    assert is_real is True and loaded.source_dir == tmp_path / "cache" / "ml-100k"
+    assert _sizes(loaded) == SIZES
+    # the cache now holds it: found again with download=False and no network
+    _offline(monkeypatch)
+    again, is_real = movielens_or_fixture("ml-100k", download=False, **FALLBACK)
+    assert is_real is True and again.ratings.equals(loaded.ratings)
+
+
+def test_or_fixture_does_not_hide_a_corrupt_download(tmp_path, monkeypatch):
+    archive = _published_zip(tmp_path, "ml-100k")  # not the archive the pinned digests name
+    monkeypatch.setitem(ml.RELEASES, "ml-100k",
+                        dataclasses.replace(ml.RELEASES["ml-100k"], url=archive.as_uri()))
+    with pytest.raises(ValueError, match="checksum"):
+        movielens_or_fixture("ml-100k", download=True, **FALLBACK)

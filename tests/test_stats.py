@@ -1,9 +1,12 @@
 """Paired intervals: worked by hand, calibrated by simulation, and refusing what they cannot pair."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from llmrec_lab.stats import compare_rmse, paired_interval, rmse_difference, unpaired_interval
+from llmrec_lab.stats import (compare_rmse, paired_interval, rmse_difference,
+                               runs_rmse_difference, unpaired_interval)
 
 
 def test_paired_interval_by_hand():
@@ -113,3 +116,20 @@ def test_unpaired_interval_covers_the_truth_about_95_percent_of_the_time():
 def test_unpaired_interval_refuses_too_few_values():
     with pytest.raises(ValueError, match="at least 2 values"):
         unpaired_interval([1.0], [1.0, 2.0])
+
+
+def test_runs_rmse_difference_pairs_each_runs_ratings_and_keeps_masked_ones():
+    rng = np.random.default_rng(4)
+    runs = [SimpleNamespace(ratings=y, predictions={"a": y + rng.normal(0, 0.5, y.size),
+                                                    "b": y + rng.normal(0, 0.8, y.size)})
+            for y in (rng.normal(3, 1, 200), rng.normal(3, 1, 150))]
+    expected = rmse_difference([r.ratings for r in runs], [r.predictions["a"] for r in runs],
+                               [r.predictions["b"] for r in runs])
+    assert runs_rmse_difference(runs, "a", "b") == expected
+    masks = [r.ratings > 3 for r in runs]
+    kept = rmse_difference([r.ratings[m] for r, m in zip(runs, masks)],
+                           [r.predictions["a"][m] for r, m in zip(runs, masks)],
+                           [r.predictions["b"][m] for r, m in zip(runs, masks)])
+    assert runs_rmse_difference(runs, "a", "b", masks) == kept != expected
+    with pytest.raises(ValueError, match="1 masks for 2 runs"):
+        runs_rmse_difference(runs, "a", "b", masks[:1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from llmrec_lab.data.splits import kfold
 from llmrec_lab.io import atomic_folder, cache_dir
 
 __all__ = ["DATA_ENV", "RELEASES", "MovieLens", "Release", "describe_item", "find_data_dir",
-           "kfold", "load_movielens", "official_folds", "read_ratings", "write_fixture"]
+           "kfold", "load_movielens", "movielens_or_fixture", "official_folds", "read_ratings",
+           "write_fixture"]
 
 DATA_ENV = "LLMREC_DATA_DIR"
 
@@ -438,3 +440,26 @@ def write_fixture(name: str, dir: str | os.PathLike, n_users: int = 30, n_items:
         for file_name, data in files.items():
             (tmp / file_name).write_bytes(data)
     return dest
+
+
+def movielens_or_fixture(name: str = "ml-100k", download: bool = True, seed: int = 0,
+                         **fixture: int) -> tuple[MovieLens, bool]:
+    """The real release when it is at hand, else a small fixture in its format; and whether
+    the data is real.
+
+    At hand means ``$LLMREC_DATA_DIR`` or the cache holds it (a problem there is raised, not
+    papered over with the fixture: a typo must not silently swap the data), or, with
+    ``download``, the publisher's site answers. Only a failed download falls back, so a
+    notebook runs offline too and says which data it used. ``fixture`` sets
+    :func:`write_fixture`'s sizes; it is written to a new temporary folder.
+    """
+    if os.environ.get(DATA_ENV) or cache_dir(name).is_dir():
+        return load_movielens(name, download=False), True
+    if download:
+        try:
+            return load_movielens(name), True
+        except OSError:  # no network (the message says how to provide the data): the fixture
+            pass
+    folder = write_fixture(name, tempfile.mkdtemp(prefix="llmrec-fixture-"), seed=seed,
+                           **fixture)
+    return load_movielens(name, data_dir=folder, download=False), False

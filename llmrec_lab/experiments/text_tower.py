@@ -23,8 +23,9 @@ import pandas as pd
 
 from llmrec_lab.data.splits import random_split
 from llmrec_lab.data.world import World
+from llmrec_lab.evaluation import ndcg_per_user
 from llmrec_lab.finetune import state_bytes
-from llmrec_lab.metrics import ranking_per_user, rmse
+from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, make_model
 from llmrec_lab.models.fusion import split_for
 from llmrec_lab.models.tower import TOWER_METHODS, TextTowerRater, TowerConfig
@@ -161,7 +162,9 @@ def compare_towers(world: World, setting: str = "cold", seed: int = 0,
         world.config.name, world.config.text_style, setting, seed, len(train),
         test["rating"].to_numpy(),
         {name: m.predict(users, items) for name, m in models.items()},
-        world.oracle_predict(test), _ndcg(models, world, train, test, setting == "cold", seed),
+        world.oracle_predict(test),
+        ndcg_per_user(models, train, test, world.items["item_id"].to_numpy(), setting == "cold",
+                      seed, K, truth=world.truth),
         pd.DataFrame.from_dict({k: v for k, v in costs.items() if k in models}, orient="index"),
         pd.Series({name: quality_probe(t, world, np.unique(items))
                    for name, t in towers.items()}, dtype=float))
@@ -192,29 +195,6 @@ def _cost(tower: TextTowerRater, seconds: float) -> dict[str, float]:
             "seconds": seconds, "epochs": len(epochs),
             "items / s": encoded / train_seconds if tower.config.method != "frozen" else np.nan,
             "state MB": state_bytes(tower.net_) / 2 ** 20}
-
-
-def _ndcg(models: dict[str, RatingModel], world: World, train: pd.DataFrame,
-          test: pd.DataFrame, cold: bool, seed: int, max_users: int = 500) -> pd.DataFrame:
-    """NDCG@K of each model (and of the true static utility) for the same users.
-
-    The users are at most ``max_users`` of those who rated a test item 4 or more, drawn with
-    ``seed``; their candidates are the test items on the cold split and every item they did
-    not rate in training on the warm one (as :func:`llmrec_lab.models.fusion.evaluate`).
-    """
-    liked = test[test["rating"] >= 4].groupby("user_id")["item_id"].apply(set)
-    users = liked.index.to_numpy()
-    if len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    relevant = liked.loc[users].tolist()
-    items = np.sort((test if cold else world.items)["item_id"].unique())
-    seen = None if cold else (train.groupby("user_id")["item_id"].apply(set)
-                              .reindex(users, fill_value=set()).tolist())
-    grid = users[:, None], items[None, :]
-    scores = {**{name: m.score(*grid) for name, m in models.items()},
-              "noise floor": world.truth.static_utility(*grid)}
-    return pd.DataFrame({name: ranking_per_user(s, relevant, K, seen, items)[f"ndcg@{K}"]
-                         for name, s in scores.items()})
 
 
 def pooled_table(runs: Sequence[TowerComparison], references: Sequence[str] = ("mf",

@@ -44,7 +44,8 @@ from torch import nn
 
 from llmrec_lab.config import one_thread, pick_device
 from llmrec_lab.data.world import World
-from llmrec_lab.metrics import ranking_report, rmse
+from llmrec_lab.evaluation import NOISE_FLOOR, ndcg_per_user
+from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import RatingModel
 
 CONTENT = ("text", "image", "kg")
@@ -436,35 +437,18 @@ def evaluate(model: RatingModel, world: World, train: pd.DataFrame, test: pd.Dat
              seed: int = 0) -> dict[str, float]:
     """RMSE on ``test`` and NDCG@k of ranking, next to the oracle's.
 
-    Warm (``cold=False``): each test user's candidates are all items they did not rate in
-    training. Cold: the candidates are the test's items, which training never saw. Relevant:
-    the test items the user rated 4 or more. The oracle ranks by true static utility.
-
-    RMSE uses every test rating. NDCG ranks for at most ``max_users`` of the users who liked a
-    test item, drawn with ``seed`` (the same users for every model given the same test): scoring
-    each user against the whole catalogue was most of an evaluation's cost (1.2 million pairs
-    in the ``cpu`` world). Per-user NDCG@10 there has a standard deviation of about 0.1 (0.107
-    for the oracle, 0.082 for the bias model; shop world, warm split, seed 0), so 500 users
-    give a standard error of about 0.005.
+    RMSE uses every test rating; NDCG follows :func:`llmrec_lab.evaluation.ndcg_per_user`
+    (warm: candidates are the items a user did not rate in training; cold: the test's items)
+    and the oracle ranks by true static utility.
     """
     y = test["rating"].to_numpy()
-    liked = test[test["rating"] >= 4].groupby("user_id")["item_id"].apply(set)
-    users = liked.index.to_numpy()
-    if max_users is not None and len(users) > max_users:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    liked = liked.loc[users].tolist()
-    items = np.sort((test if cold else world.items)["item_id"].unique())
-    seen = None
-    if not cold:
-        seen = train.groupby("user_id")["item_id"].apply(set)
-        seen = seen.reindex(users, fill_value=set()).tolist()
-    scores = model.score(users[:, None], items[None, :])
-    truth = world.truth.static_utility(users[:, None], items[None, :])
+    ndcg = ndcg_per_user({"model": model}, train, test, world.items["item_id"].to_numpy(), cold,
+                         seed, k, max_users, truth=world.truth).mean()
     key = f"ndcg@{k}"
     return {"rmse": rmse(y, model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())),
-            key: ranking_report(scores, liked, k, seen, items)[key],
+            key: float(ndcg["model"]),
             "oracle_rmse": rmse(y, world.oracle_predict(test)),
-            f"oracle_{key}": ranking_report(truth, liked, k, seen, items)[key]}
+            f"oracle_{key}": float(ndcg[NOISE_FLOOR])}
 
 
 def split_for(ratings: pd.DataFrame, setting: str, seed: int = 0) -> tuple[pd.DataFrame, ...]:

@@ -426,6 +426,20 @@ class TextTowerRater(RatingModel):
             raise ValueError("content_bias: some item ids are not in the catalogue")
         return self.cb_[rows]
 
+    @torch.no_grad()
+    def text_vectors(self, item_ids: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """The (tuned) encoder's text vector of each item, before g: what another model can
+        read as the item's text features once the tower has been tuned on the ratings."""
+        rows = self.items_.get_indexer(np.asarray(item_ids))
+        if (rows < 0).any():
+            raise ValueError("text_vectors: some item ids are not in the catalogue")
+        text, was_training = self.net_.text, self.net_.training
+        self.net_.eval()
+        parts = torch.as_tensor(rows, device=self.net_.mu.device).split(chunk)
+        vectors = torch.cat([text.embed(part) for part in parts]).float().cpu().numpy()
+        self.net_.train(was_training)
+        return vectors
+
     def _rmse_on(self, ratings: pd.DataFrame) -> float:
         """RMSE of the current (clipped) predictions on a held-out frame."""
         return rmse(ratings["rating"], self.predict(ratings["user_id"], ratings["item_id"]))
