@@ -31,8 +31,9 @@ only the parts named:
 - ``kg``: Chapter 3.3 section 6, the three PLM raters (text only, ``Concat(h, e_i, r_i)``,
   ``Concat(h, a_kg(u, i))``) on the ``screen`` world's cold items, against the bias model and
   the ``KGRater``. One epoch instead of the profile's three, to fit the budget (in the JSON).
-- ``cross-encoder``: :func:`llmrec_lab.finetune.run_method` on 50,000 pairs with the ``gpu``
-  profile's settings (full fine-tuning, then LoRA), against the ID models on the same pairs.
+- ``cross-encoder``: :func:`llmrec_lab.experiments.cross_encoder.run_method` on 50,000 pairs
+  with the ``gpu`` profile's settings (full fine-tuning, then LoRA), against the ID models on
+  the same pairs.
 
 The text encoder is the bundled all-MiniLM-L6-v2 where its package is installed. Where it is
 not (the GPU machine: its weights do not travel), and always in a dry run, the encoder is a
@@ -79,19 +80,19 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 
 import finetune_throughput as ft
 from llmrec_lab.config import get_profile, pick_device
+from llmrec_lab.data.splits import split_for
 from llmrec_lab.data.world import World, make_world
 from llmrec_lab.io import CACHE_ENV, FolderNotOurs, atomic_write, claim_folder
 from llmrec_lab.kg.build import world_kg
 from llmrec_lab.kg.embed import train_kge
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import Biases, make_model
-from llmrec_lab.models.fusion import split_for
 from llmrec_lab.models.kg_rater import KGRater, item_vectors, kg_features, standardize
 from llmrec_lab.stats import Interval, rmse_difference, runs_rmse_difference
 
 # llmrec_lab.encoders.text imports the bundled MiniLM's package when it loads, and so do
-# llmrec_lab.finetune, .models.tower and .models.plm_rater through it: they are imported inside
-# the parts, after Context has stood in for the package where it is missing.
+# llmrec_lab.experiments.cross_encoder, .models.tower and .models.plm_rater through it: they are
+# imported inside the parts, after Context has stood in for the package where it is missing.
 
 PARTS = ("throughput", "towers", "kg", "cross-encoder")
 TARGETS = {"bert-base": 11_000, "minilm": 20_000}  # samples/s on one H100/H200 (issue 17)
@@ -445,7 +446,7 @@ def kg_vectors(ctx: Context, world: World, seed: int) -> tuple[np.ndarray, str]:
 def kg(ctx: Context, budget: Budget) -> dict:
     """The three PLM raters of section 6 per seed, with the bias model, the KGRater and the
     noise floor on the same cold test pairs; intervals pooled over the seeds run."""
-    from llmrec_lab.finetune import FinetuneSettings, make_examples, run_method
+    from llmrec_lab.experiments.cross_encoder import FinetuneSettings, make_examples, run_method
 
     plan, encoder = ctx.plan, ctx.encoder
     settings = FinetuneSettings.from_profile(plan.profile, **plan.kg_settings)
@@ -501,7 +502,8 @@ def kg(ctx: Context, budget: Budget) -> dict:
 def cross_encoder(ctx: Context, budget: Budget) -> dict:
     """run_method on the profile's pairs (full, then LoRA, as the budget allows), against the
     ID models and the noise floor on the same test pairs."""
-    from llmrec_lab.finetune import FinetuneSettings, make_examples, run_method, split_world
+    from llmrec_lab.experiments.cross_encoder import (FinetuneSettings, make_examples,
+                                                      run_method, split_world)
 
     plan, encoder = ctx.plan, ctx.encoder
     settings = FinetuneSettings.from_profile(plan.profile, **plan.ce_settings)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from llmrec_lab.data.dynamics import expected_rating
 from llmrec_lab.data.world import WorldConfig, generate
-from llmrec_lab.lus.experiment import make_policy
+from llmrec_lab.experiments.long_term import make_policy
 from llmrec_lab.lus.metrics import report
 from llmrec_lab.lus.simulator import simulate
 

@@ -191,7 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 def cmd_fusion(args: argparse.Namespace) -> dict:
     """Fit a cross-modal fusion model on chosen modalities and report warm or cold metrics."""
     from llmrec_lab.data.world import make_world
-    from llmrec_lab.models.fusion import MODALITIES, run_fusion, world_item_features
+    from llmrec_lab.experiments.fusion import run_fusion
+    from llmrec_lab.models.fusion import MODALITIES, world_item_features
 
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
     if not modalities or set(modalities) - set(MODALITIES):
@@ -224,7 +225,8 @@ def cmd_kg(args: argparse.Namespace) -> dict:
     from llmrec_lab.data.world import make_world
     from llmrec_lab.kg.build import world_kg
     from llmrec_lab.kg.embed import train_kge
-    from llmrec_lab.models.kg_rater import ablation, kg_features
+    from llmrec_lab.experiments.knowledge_graphs import ablation
+    from llmrec_lab.models.kg_rater import kg_features
 
     profile = get_profile(args.profile)
     start = time.perf_counter()
@@ -249,7 +251,7 @@ def cmd_kg(args: argparse.Namespace) -> dict:
 def cmd_lus(args: argparse.Namespace) -> dict:
     """Simulate a policy on a world past its logged history and report the LUS metrics."""
     from llmrec_lab.data.world import make_world
-    from llmrec_lab.lus.experiment import make_policy, mf_scores
+    from llmrec_lab.experiments.long_term import make_policy, mf_scores
     from llmrec_lab.lus.metrics import report
     from llmrec_lab.lus.simulator import simulate
 
@@ -270,7 +272,7 @@ def cmd_lus(args: argparse.Namespace) -> dict:
 
 def _finetune_settings(args: argparse.Namespace):
     """The profile's fine-tuning budget, with any of --train, --eval, --epochs overriding it."""
-    from llmrec_lab.finetune import FinetuneSettings
+    from llmrec_lab.experiments.cross_encoder import FinetuneSettings
 
     overrides = {field: value for field, value in (("n_train", args.train), ("n_eval", args.eval),
                                                    ("epochs", args.epochs)) if value is not None}
@@ -280,7 +282,7 @@ def _finetune_settings(args: argparse.Namespace):
 def _plm_fold(args: argparse.Namespace, method: str, train: pd.DataFrame, test: pd.DataFrame,
               items: pd.DataFrame) -> dict:
     """Fine-tune a PLM rater on a fold; its scores on a test sample of the budget's size."""
-    from llmrec_lab.finetune import fold_scores
+    from llmrec_lab.experiments.cross_encoder import fold_scores
 
     result = fold_scores(method, train, test, items, _finetune_settings(args), args.encoder,
                          args.seed)
@@ -372,7 +374,7 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
 def _finetune_cross(args: argparse.Namespace) -> dict:
     """The cross-encoder rater, fine-tuned on a sample of (history, item) pairs of a world."""
     from llmrec_lab.data.world import make_world
-    from llmrec_lab.finetune import make_examples, run_method, split_world
+    from llmrec_lab.experiments.cross_encoder import make_examples, run_method, split_world
     from llmrec_lab.metrics import rmse
 
     settings = _finetune_settings(args)

@@ -4,16 +4,22 @@ Rating accuracy needs only predictions and :func:`llmrec_lab.metrics.rmse`. Rank
 protocol: whose lists are judged, among which candidates, with which items already seen. It
 lives here once, so that Chapter 3.1's towers, Chapter 3.2's fusion models and Chapter 4.3's
 pipelines rank by the same rules, and two models ranked for the same users pair up
-(:func:`llmrec_lab.stats.paired_interval`).
+(:func:`llmrec_lab.stats.paired_interval`). :func:`evaluate` reports one fitted model on a
+split of a world: its RMSE and NDCG@k next to the oracle's.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.metrics import ranking_per_user
+from llmrec_lab.metrics import ranking_per_user, rmse
+
+if TYPE_CHECKING:  # annotations only: the protocol needs no model code
+    from llmrec_lab.data.world import World
+    from llmrec_lab.models.baselines import RatingModel
 
 NOISE_FLOOR = "noise floor"
 
@@ -51,3 +57,22 @@ def ndcg_per_user(models: Mapping[str, object], train: pd.DataFrame, test: pd.Da
                           for name, s in scores.items()})
     table.index = users[table.index]
     return table.rename_axis("user_id")
+
+
+def evaluate(model: RatingModel, world: World, train: pd.DataFrame, test: pd.DataFrame,
+             k: int = 10, cold: bool = False, max_users: int | None = 500,
+             seed: int = 0) -> dict[str, float]:
+    """RMSE on ``test`` and NDCG@k of ranking, next to the oracle's.
+
+    RMSE uses every test rating; NDCG follows :func:`ndcg_per_user` (warm: candidates are the
+    items a user did not rate in training; cold: the test's items) and the oracle ranks by true
+    static utility.
+    """
+    y = test["rating"].to_numpy()
+    ndcg = ndcg_per_user({"model": model}, train, test, world.items["item_id"].to_numpy(), cold,
+                         seed, k, max_users, truth=world.truth).mean()
+    key = f"ndcg@{k}"
+    return {"rmse": rmse(y, model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())),
+            key: float(ndcg["model"]),
+            "oracle_rmse": rmse(y, world.oracle_predict(test)),
+            f"oracle_{key}": float(ndcg[NOISE_FLOOR])}

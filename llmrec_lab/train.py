@@ -24,6 +24,9 @@ keeps each piece short:
 - data parallel with plain ``torch.distributed`` (gloo on CPU, nccl on GPU): when a process group
   is initialised, each process takes its slice of every global batch of
   ``batch_size * world_size`` texts and DDP averages the gradients.
+- memory: :func:`state_bytes` counts the training state of a model exactly from its tensors
+  (every parameter, plus a gradient and AdamW's two moments for each trainable one), the cost
+  Chapter 3.1 compares between fine-tuning methods.
 
 Steps are counted from 0: ``step_hook(model, step)`` gets the index of the optimizer step just
 taken, as PEFT's AdaLoRA ``update_and_allocate`` expects; it runs before the gradients are cleared.
@@ -497,6 +500,15 @@ class Trainer:
                 "numpy": (name, keys.tolist(), pos, has_gauss, gauss),  # plain types: weights_only
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of the training state: parameters, plus gradient and two AdamW moments if trainable."""
+    total = 0
+    for p in model.parameters():
+        size = p.numel() * p.element_size()
+        total += size * (4 if p.requires_grad else 1)
+    return total
 
 
 def _on_device(batches: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:

@@ -5,15 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmrec_lab.data.splits import split_for
 from llmrec_lab.data.world import make_world
-from llmrec_lab.evaluation import NOISE_FLOOR, ndcg_per_user
+from llmrec_lab.evaluation import NOISE_FLOOR, evaluate, ndcg_per_user
 from llmrec_lab.experiments.case_studies import (BASELINE, ID_ONLY, SYSTEMS, WHOLE, LongRun,
                                                   best_part,
                                                   compare_parts, long_run, pooled,
                                                   satisfaction_table, tuned_text,
                                                   whole_minus_parts)
 from llmrec_lab.models.baselines import make_model
-from llmrec_lab.models.fusion import FusionRater, ItemFeatures, evaluate, split_for
+from llmrec_lab.models.fusion import FusionRater, ItemFeatures
 from llmrec_lab.stats import paired_interval, rmse_difference
 
 

@@ -167,10 +167,10 @@ def test_tuning_methods_spelled_out_for_the_parser_match_peft():
 @pytest.mark.parametrize("method, setting", [("frozen", "warm"), ("lora", "cold")])
 def test_finetune_tower_reports_mf_and_biases_on_the_same_split(tiny_bert, own_cache, capsys,
                                                                 method, setting):
+    from llmrec_lab.data.splits import split_for
     from llmrec_lab.data.world import make_world
     from llmrec_lab.metrics import rmse
     from llmrec_lab.models.baselines import make_model
-    from llmrec_lab.models.fusion import split_for
 
     code, out, _ = run(capsys, "finetune", "--architecture", "tower", "--method", method,
                        "--setting", setting, "--seed", "1", *TINY_WORLD, "--encoder", tiny_bert,

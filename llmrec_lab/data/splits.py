@@ -4,6 +4,8 @@
 - :func:`temporal_split`: how well does a model trained on the past predict the future?
 - :func:`leave_last_out`: what does each user do next?
 - :func:`cold_start_items`: can the model recommend items it has never seen rated?
+- :func:`split_for`: the course's two protocols by name, ``"warm"`` (random) and ``"cold"``
+  (held-out items), each with a validation part; the chapters' experiments split with it.
 
 Every split labels each row once, so the parts are disjoint and together give back the input.
 Rows keep their index and relative order, so a part can always be traced back to the input.
@@ -121,3 +123,13 @@ def kfold(ratings: pd.DataFrame, k: int = 5,
     for fold, rows in enumerate(np.array_split(shuffled, k)):
         fold_of[rows] = fold
     return [(ratings[fold_of != fold], ratings[fold_of == fold]) for fold in range(k)]
+
+
+def split_for(ratings: pd.DataFrame, setting: str, seed: int = 0) -> tuple[pd.DataFrame, ...]:
+    """``(train, valid, test)``: ``"warm"`` is a random 70/10/20 split of the ratings;
+    ``"cold"`` holds out all ratings of 20% of the items for test and 10% for validation."""
+    if setting == "warm":
+        return random_split(ratings, test_frac=0.2, valid_frac=0.1, seed=seed)
+    if setting == "cold":
+        return cold_start_items(ratings, frac_items=0.2, valid_frac=0.1, seed=seed)
+    raise ValueError(f"unknown setting {setting!r}; use 'warm' or 'cold'")

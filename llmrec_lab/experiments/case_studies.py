@@ -29,10 +29,10 @@ import pandas as pd
 from llmrec_lab.data.splits import random_split
 from llmrec_lab.data.world import World
 from llmrec_lab.evaluation import ndcg_per_user
+from llmrec_lab.experiments.long_term import make_policy, mf_scores
 from llmrec_lab.experiments.text_tower import fit_tower
 from llmrec_lab.kg.build import movielens_kg, world_kg
 from llmrec_lab.kg.embed import train_kge
-from llmrec_lab.lus.experiment import make_policy, mf_scores
 from llmrec_lab.lus.simulator import simulate
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import make_model, score_all
@@ -142,9 +142,9 @@ def long_run(world: World, features: ItemFeatures, days: int, seed: int = 0,
              epochs: int = 40) -> LongRun:
     """Simulate ``days`` days of ``world`` under each of :data:`SYSTEMS` and the oracle.
 
-    The ID scores are Chapter 3.4's (:func:`~llmrec_lab.lus.experiment.mf_scores`); the whole
-    pipeline's come from the fusion model fitted on the world's whole log (10% held out to stop
-    it early). Every system faces the same users and the same dice (``seed``), so two columns
+    The ID scores are Chapter 3.4's (:func:`~llmrec_lab.experiments.long_term.mf_scores`); the
+    whole pipeline's come from the fusion model fitted on the world's whole log (10% held out to
+    stop it early). Every system faces the same users and the same dice (``seed``), so two columns
     pair up row by row.
     """
     train, valid = random_split(world.ratings, test_frac=0.1, seed=seed)

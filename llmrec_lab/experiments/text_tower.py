@@ -21,16 +21,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.splits import random_split
+from llmrec_lab.data.splits import random_split, split_for
 from llmrec_lab.data.world import World
 from llmrec_lab.evaluation import ndcg_per_user
-from llmrec_lab.finetune import state_bytes
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, make_model
-from llmrec_lab.models.fusion import split_for
 from llmrec_lab.models.tower import TOWER_METHODS, TextTowerRater, TowerConfig
 from llmrec_lab.peft import LEARNING_RATES
 from llmrec_lab.stats import Interval, compare_rmse, paired_interval
+from llmrec_lab.train import state_bytes
 
 ID_MODELS = ("global-mean", "biases", "mf")
 K = 10  # NDCG@K
@@ -122,7 +121,7 @@ def compare_towers(world: World, setting: str = "cold", seed: int = 0,
                    frozen_epochs: int | None = None) -> TowerComparison:
     """Global mean, biases, MF and a text tower per method of ``methods`` ("frozen" or a
     tuning method), all fitted on the ``setting`` split of ``world``
-    (:func:`~llmrec_lab.models.fusion.split_for`) drawn with ``seed``.
+    (:func:`~llmrec_lab.data.splits.split_for`) drawn with ``seed``.
 
     ``train_size`` keeps that many of the training ratings, drawn with ``seed`` (for learning
     curves: a smaller size keeps a subset of a larger one's ratings, and the validation and

@@ -44,7 +44,6 @@ from torch import nn
 
 from llmrec_lab.config import one_thread, pick_device
 from llmrec_lab.data.world import World
-from llmrec_lab.evaluation import NOISE_FLOOR, ndcg_per_user
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import RatingModel
 
@@ -430,51 +429,3 @@ class FusionRater(RatingModel):
         u, i = self._encode(np.ravel(user_ids), np.ravel(item_ids))
         return pd.DataFrame(self._forward_all(u, i)[1], columns=self.tokens_)
 
-
-# ------------------------------------------------------------------------------ evaluation
-def evaluate(model: RatingModel, world: World, train: pd.DataFrame, test: pd.DataFrame,
-             k: int = 10, cold: bool = False, max_users: int | None = 500,
-             seed: int = 0) -> dict[str, float]:
-    """RMSE on ``test`` and NDCG@k of ranking, next to the oracle's.
-
-    RMSE uses every test rating; NDCG follows :func:`llmrec_lab.evaluation.ndcg_per_user`
-    (warm: candidates are the items a user did not rate in training; cold: the test's items)
-    and the oracle ranks by true static utility.
-    """
-    y = test["rating"].to_numpy()
-    ndcg = ndcg_per_user({"model": model}, train, test, world.items["item_id"].to_numpy(), cold,
-                         seed, k, max_users, truth=world.truth).mean()
-    key = f"ndcg@{k}"
-    return {"rmse": rmse(y, model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())),
-            key: float(ndcg["model"]),
-            "oracle_rmse": rmse(y, world.oracle_predict(test)),
-            f"oracle_{key}": float(ndcg[NOISE_FLOOR])}
-
-
-def split_for(ratings: pd.DataFrame, setting: str, seed: int = 0) -> tuple[pd.DataFrame, ...]:
-    """``(train, valid, test)``: ``"warm"`` is a random 70/10/20 split of the ratings;
-    ``"cold"`` holds out all ratings of 20% of the items for test and 10% for validation."""
-    from llmrec_lab.data.splits import cold_start_items, random_split
-
-    if setting == "warm":
-        return random_split(ratings, test_frac=0.2, valid_frac=0.1, seed=seed)
-    if setting == "cold":
-        return cold_start_items(ratings, frac_items=0.2, valid_frac=0.1, seed=seed)
-    raise ValueError(f"unknown setting {setting!r}; use 'warm' or 'cold'")
-
-
-def run_fusion(world: World, features: ItemFeatures, modalities: Sequence[str],
-               setting: str = "warm", seed: int = 0, **kw) -> dict:
-    """Split, fit a :class:`FusionRater` on the given modalities and evaluate it.
-
-    Beside the metrics, ``test_ratings`` and ``test_predictions`` (arrays over the split's test
-    rows, the same rows for every model of a seed) let a chapter pair two models' errors
-    (:func:`llmrec_lab.stats.rmse_difference`).
-    """
-    train, valid, test = split_for(world.ratings, setting, seed)
-    model = FusionRater(features, modalities, seed=seed, **kw).fit(train, valid)
-    return {"modalities": "+".join(modalities), "setting": setting, "seed": seed,
-            **evaluate(model, world, train, test, cold=setting == "cold"),
-            "epochs": len(model.history_), "test_ratings": test["rating"].to_numpy(),
-            "test_predictions": model.predict(test["user_id"].to_numpy(),
-                                              test["item_id"].to_numpy())}

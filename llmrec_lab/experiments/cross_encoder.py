@@ -1,4 +1,6 @@
-"""One fine-tuning experiment of Chapter 3.1, shared by its notebook and ``llmrec-lab finetune``.
+"""Chapter 3.1's cross-encoder runs: what does fine-tuning a language-model rater with each
+method cost, and what does it achieve? Shared by its notebook, ``llmrec-lab finetune`` and
+``llmrec-lab evaluate --model plm-<method>``.
 
 :func:`make_examples` turns train/valid/test rating frames into text pairs (a sample of each, the
 history of every pair drawn from the *training* ratings before it only), and :func:`run_method`
@@ -6,10 +8,10 @@ fine-tunes a fresh :class:`~llmrec_lab.models.plm_rater.PLMRater` with one metho
 :mod:`llmrec_lab.peft` and returns a plain dict of what it cost and what it achieved:
 
 - ``trainable`` / ``total`` parameters, and ``state_bytes``: the bytes of the training state,
-  counted exactly from the tensors (every parameter in fp32, plus a gradient and AdamW's two
-  moment buffers for each trainable one). Activations are not in it: they depend on batch and
-  sequence length, not on the method, because every method back-propagates through the whole
-  encoder.
+  counted exactly from the tensors by :func:`llmrec_lab.train.state_bytes` (every parameter in
+  fp32, plus a gradient and AdamW's two moment buffers for each trainable one). Activations are
+  not in it: they depend on batch and sequence length, not on the method, because every method
+  back-propagates through the whole encoder.
 - ``seconds_per_epoch``: wall time of the optimisation steps only (evaluations excluded).
 - ``curve``: one record per evaluation, with the RMSE on a fixed sample of training pairs and on
   the validation pairs, both in eval mode, so the train-valid gap is measured the same way on
@@ -29,7 +31,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from llmrec_lab.config import Profile, get_profile, seed_everything
 from llmrec_lab.data.splits import random_split
@@ -38,8 +39,7 @@ from llmrec_lab.metrics import mae, rmse
 from llmrec_lab.models.plm_rater import SCALE, Pair, PLMRater, build_examples
 from llmrec_lab.peft import (LEARNING_RATES, METHODS, MethodConfig, apply_method,
                               method_penalty, method_step_hook, trainable_parameters)
-from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
-
+from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer, state_bytes
 
 
 @dataclass(frozen=True)
@@ -113,15 +113,6 @@ def make_examples(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
 def split_world(world: World, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Lab 1's split of a world's ratings: 70% train, 10% validation, 20% test, at random."""
     return random_split(world.ratings, test_frac=0.2, valid_frac=0.1, seed=seed)
-
-
-def state_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the training state: parameters, plus gradient and two AdamW moments if trainable."""
-    total = 0
-    for p in model.parameters():
-        size = p.numel() * p.element_size()
-        total += size * (4 if p.requires_grad else 1)
-    return total
 
 
 class _CurveTrainer(Trainer):

@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_lab import finetune
 from llmrec_lab.cli import main
 from llmrec_lab.data.movielens import write_fixture
-from llmrec_lab.finetune import FinetuneSettings, make_examples, run_method, state_bytes
+from llmrec_lab.experiments import cross_encoder
+from llmrec_lab.experiments.cross_encoder import FinetuneSettings, make_examples, run_method
 from llmrec_lab.metrics import rmse
-from llmrec_lab.models.plm_rater import PLMRater
-from llmrec_lab.peft import METHODS, apply_method, method_penalty
+from llmrec_lab.peft import METHODS, method_penalty
 
 TINY = FinetuneSettings(n_train=24, n_eval=8, epochs=2, max_history=2, batch_size=8,
                         evals_per_epoch=1)
@@ -61,16 +60,6 @@ def test_examples_sample_sizes_and_refuse_empty_parts():
         make_examples(train, valid.iloc[:0], test, items, TINY)
 
 
-def test_state_bytes_counts_gradients_and_adam_moments(tiny_bert):
-    full = apply_method(PLMRater(tiny_bert), "full")
-    n = sum(p.numel() for p in full.parameters())
-    assert state_bytes(full) == 4 * n * 4  # fp32 weight, gradient and two moments
-    lora = apply_method(PLMRater(tiny_bert), "lora")
-    trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in lora.parameters())
-    assert state_bytes(lora) == 4 * (total + 3 * trainable)
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_run_method_reports_cost_curves_and_scores(tiny_bert, method):
     train, valid, test, items = frames()
@@ -98,7 +87,7 @@ def test_run_method_adds_adalora_penalty_to_every_step(tiny_bert, monkeypatch):
         penalties.append(method_penalty(model))
         return penalties[-1]
 
-    monkeypatch.setattr(finetune, "method_penalty", recording)
+    monkeypatch.setattr(cross_encoder, "method_penalty", recording)
     train, valid, test, items = frames()
     result = run_method("adalora", make_examples(train, valid, test, items, TINY), TINY,
                         model_name=tiny_bert)
@@ -109,7 +98,7 @@ def test_run_method_adds_adalora_penalty_to_every_step(tiny_bert, monkeypatch):
 def test_kept_predictions_are_those_of_the_restored_weights(tiny_bert, monkeypatch):
     checked = []
 
-    class Checking(finetune._CurveTrainer):
+    class Checking(cross_encoder._CurveTrainer):
         def fit(self):
             history = super().fit()
             valid = [h["valid_rmse"] for h in history]
@@ -118,7 +107,7 @@ def test_kept_predictions_are_those_of_the_restored_weights(tiny_bert, monkeypat
                 np.testing.assert_array_equal(self.kept[name], self.predict(data), err_msg=name)
             return history
 
-    monkeypatch.setattr(finetune, "_CurveTrainer", Checking)
+    monkeypatch.setattr(cross_encoder, "_CurveTrainer", Checking)
     train, valid, test, items = frames()
     settings = replace(TINY, evals_per_epoch=3, lr=0.3)  # too high: the later points get worse
     run_method("full", make_examples(train, valid, test, items, settings), settings,

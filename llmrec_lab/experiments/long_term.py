@@ -1,11 +1,16 @@
-"""The chapter's experiment in three calls: score items, build the policies, compare them.
+"""Chapter 3.4's experiment: over a horizon of simulated days, does a policy that reads what
+users had lately keep them more satisfied than greedy ranking by predicted rating, and how
+much of the gap to the oracle does it close?
 
-:func:`mf_scores` fits the rating model (:func:`fit_mf`: MF chosen by validation RMSE, with the
-effect of the user's recent history of a category taken out of its scores); :func:`make_policy`
-gives the LUS-aware policies the strengths :func:`recency_effects` estimates from the log.
+It runs in three calls: score items, build the policies, compare them. :func:`mf_scores` fits
+the rating model (:func:`fit_mf`: MF chosen by validation RMSE, with the effect of the user's
+recent history of a category taken out of its scores); :func:`make_policy` builds each policy
+of :data:`POLICIES` (:mod:`llmrec_lab.lus.policies`), giving the LUS-aware ones the strengths
+:func:`recency_effects` estimates from the log; :func:`compare` simulates each policy with one
+seed (:mod:`llmrec_lab.lus.simulator`) and tables the LUS metrics.
 
-The notebook, the ``llmrec-lab lus`` command and the benchmark all go through these, so the
-numbers they print come from one code path.
+The notebook, the ``llmrec-lab lus`` command, Chapter 4.3's case studies and the benchmark all
+go through these, so the numbers they print come from one code path.
 """
 from __future__ import annotations
 
