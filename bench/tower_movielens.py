@@ -36,7 +36,7 @@ from llmrec_lab.data.splits import cold_start_items
 from llmrec_lab.io import atomic_write
 from llmrec_lab.models.baselines import make_model
 from llmrec_lab.models.tower import TextTowerRater, TowerConfig
-from llmrec_lab.peft import METHODS
+from llmrec_lab.models.tuning_methods import METHODS
 from llmrec_lab.stats import PerSeed
 
 def paired_interval(sq_a: PerSeed, sq_b: PerSeed) -> dict[str, float]:

@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # imported where used, so that parsing the arguments stays fa
 
 PACKAGES = ("llmrec-lab", "torch", "torchvision", "transformers", "peft", "pykeen", "numpy",
             "pandas")
-# llmrec_lab.peft.METHODS, spelled out so parsing the arguments does not import torch (a test
-# checks they agree); the text tower has one more, "frozen"
+# llmrec_lab.models.tuning_methods.METHODS, spelled out so parsing the arguments does not import
+# torch (a test checks they agree); the text tower has one more, "frozen"
 TUNED = ("full", "lora", "adalora", "ia3", "prefix", "adapter")
 TOWERS = ("frozen",) + TUNED
 COLD_FRAC, COLD_SEEDS = 0.2, 5  # evaluate --protocol cold-items: share of items held out, draws

@@ -37,7 +37,7 @@ def ndcg_per_user(models: Mapping[str, object], train: pd.DataFrame, test: pd.Da
     (1.2 million pairs in the ``cpu`` world); per-user NDCG@10 there has a standard deviation
     of about 0.1, so 500 users give a standard error of about 0.005.
 
-    With ``truth`` (a world's :class:`~llmrec_lab.data.dynamics.Truth`), a column
+    With ``truth`` (a world's :class:`~llmrec_lab.data.behaviour.Truth`), a column
     :data:`NOISE_FLOOR` ranks by the true static utility: the best a model of (user, item)
     can rank.
     """

@@ -156,10 +156,10 @@ def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMREC_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def test_tuning_methods_spelled_out_for_the_parser_match_peft():
+def test_tuning_methods_spelled_out_for_the_parser_match_the_library():
     from llmrec_lab.cli import TOWERS, TUNED
     from llmrec_lab.models.tower import TOWER_METHODS
-    from llmrec_lab.peft import METHODS
+    from llmrec_lab.models.tuning_methods import METHODS
 
     assert TUNED == METHODS and TOWERS == TOWER_METHODS
 

@@ -13,7 +13,7 @@ from llmrec_lab.data.movielens import write_fixture
 from llmrec_lab.experiments import cross_encoder
 from llmrec_lab.experiments.cross_encoder import FinetuneSettings, make_examples, run_method
 from llmrec_lab.metrics import rmse
-from llmrec_lab.peft import METHODS, method_penalty
+from llmrec_lab.models.tuning_methods import METHODS, method_penalty
 
 TINY = FinetuneSettings(n_train=24, n_eval=8, epochs=2, max_history=2, batch_size=8,
                         evals_per_epoch=1)

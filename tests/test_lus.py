@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from llmrec_lab.cli import main
-from llmrec_lab.data import dynamics
-from llmrec_lab.data.dynamics import expected_rating
+from llmrec_lab.data import behaviour
+from llmrec_lab.data.behaviour import expected_rating
 from llmrec_lab.data.world import WorldConfig, generate, random_browsing
 from llmrec_lab.experiments import long_term
 from llmrec_lab.experiments.long_term import (POLICIES, compare, fit_mf, make_policy,
@@ -54,8 +54,8 @@ def test_same_seed_same_run(world, scores, greedy_run):
 def test_recording_does_not_change_the_run(world, scores, greedy_run):
     rng = np.random.default_rng([world.config.seed, 1000, 1])
     start = world.config.n_days
-    plain = dynamics.rollout(world.truth, make_policy("greedy", world, scores),
-                             range(start, start + DAYS), rng, world.state.copy())
+    plain = behaviour.rollout(world.truth, make_policy("greedy", world, scores),
+                              range(start, start + DAYS), rng, world.state.copy())
     pd.testing.assert_frame_equal(plain.log, greedy_run.log)
     assert world.state.consumed.sum() < greedy_run.state.consumed.sum()  # world left untouched
 
@@ -139,12 +139,12 @@ def test_calibrated_policy_matches_history(world, scores):
 def test_consumption_history_books_yesterday():
     category = np.array([0, 0, 1])
     ratings = pd.DataFrame({"user_id": [0], "item_id": [0], "rating": [4.0],
-                            "timestamp": [dynamics.EPOCH + 2 * dynamics.DAY_SECONDS]})
+                            "timestamp": [behaviour.EPOCH + 2 * behaviour.DAY_SECONDS]})
     h = ConsumptionHistory(ratings, category, n_users=2, n_categories=2, day=3, decay=0.5)
     assert h.recent[0, 0] == pytest.approx(0.5) and h.last_day[0, 0] == 2
-    state = dynamics.UserState(boredom=None, last_consumed=None, expectation=None,
-                               satisfaction=None, low_streak=None, churned=None,
-                               consumed=np.array([[1, 0, 1], [0, 1, 0]], dtype=bool))
+    state = behaviour.UserState(boredom=None, last_consumed=None, expectation=None,
+                                satisfaction=None, low_streak=None, churned=None,
+                                consumed=np.array([[1, 0, 1], [0, 1, 0]], dtype=bool))
     h.update(4, state)
     np.testing.assert_allclose(h.recent, [[0.25, 0.5], [0.5, 0.0]])
     assert h.last_day[0, 1] == 3 and h.last_day[1, 0] == 3 and h.last_day[0, 0] == 2
@@ -153,10 +153,10 @@ def test_consumption_history_books_yesterday():
 
 def test_recency_features_on_a_hand_made_log():
     category = np.array([0, 0, 0, 0, 1])
-    day = np.array([0, 0, 2, 12, 2]) * dynamics.DAY_SECONDS
+    day = np.array([0, 0, 2, 12, 2]) * behaviour.DAY_SECONDS
     ratings = pd.DataFrame({"user_id": [0, 0, 0, 0, 0], "item_id": [3, 1, 2, 0, 4],
                             "rating": [3.0] * 5,
-                            "timestamp": dynamics.EPOCH + day + [60, 0, 0, 0, 0]},
+                            "timestamp": behaviour.EPOCH + day + [60, 0, 0, 0, 0]},
                            index=[10, 11, 12, 13, 14])
     x = recency_features(ratings, category, decay=0.5)
     assert list(x.index) == [10, 11, 12, 13, 14]  # the input's order and index

@@ -10,9 +10,9 @@ from llmrec_lab.encoders.text import TextEncoder
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import Biases
 from llmrec_lab.models.tower import TextTowerRater, TowerConfig
-from llmrec_lab.peft import METHODS
+from llmrec_lab.models.tuning_methods import METHODS
 
-from test_peft import EXPECTED, HEAD, SETTINGS
+from test_tuning_methods import EXPECTED, HEAD, SETTINGS
 
 NOUNS = ("film", "story", "picture", "movie", "drama", "tale")
 ID_TABLES = {"user_bias", "item_bias", "user_vec", "item_vec"}

@@ -264,7 +264,7 @@ def test_tensorboard_refuses_a_folder_of_someone_elses_files(data, tmp_path):
 
 def test_state_bytes_counts_gradients_and_adam_moments(tiny_bert):
     from llmrec_lab.models.plm_rater import PLMRater
-    from llmrec_lab.peft import apply_method
+    from llmrec_lab.models.tuning_methods import apply_method
 
     full = apply_method(PLMRater(tiny_bert), "full")
     n = sum(p.numel() for p in full.parameters())

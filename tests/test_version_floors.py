@@ -23,7 +23,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from llmrec_lab.peft import METHODS
+from llmrec_lab.models.tuning_methods import METHODS
 
 from conftest import ROOT
 
@@ -42,8 +42,8 @@ import torch
 from llmrec_lab.kg.build import TripleSet
 from llmrec_lab.kg.embed import train_kge
 from llmrec_lab.models.plm_rater import PLMRater, tokenize
-from llmrec_lab.peft import (METHODS, MethodConfig, apply_method, load_method,
-                             method_penalty, method_step_hook, save_method)
+from llmrec_lab.models.tuning_methods import (METHODS, MethodConfig, apply_method, load_method,
+                                              method_penalty, method_step_hook, save_method)
 from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
 
 tiny, work, packages = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from llmrec_lab.config import ParameterError, parse_setting
-from llmrec_lab.data import dynamics
+from llmrec_lab.data import behaviour
 from llmrec_lab.data import world as world_module
 from llmrec_lab.data.schemas import REVERSERS, SOFTENERS
 from llmrec_lab.data.world import WHAT, FILES, World, WorldConfig, generate, make_world
@@ -145,8 +145,8 @@ def test_oracle_is_the_noise_floor(world):
     global_mean = np.sqrt(np.mean((r["rating"].mean() - r["rating"]) ** 2))
     assert floor < 0.8 * global_mean
     # the expected squared error of the oracle is the mean rating variance given the utility
-    probs = dynamics.rating_probabilities(world.rating_truth["utility"].to_numpy(),
-                                          world.truth.noise_sd)
+    probs = behaviour.rating_probabilities(world.rating_truth["utility"].to_numpy(),
+                                           world.truth.noise_sd)
     grid = np.arange(1.0, 6.0)
     variance = probs @ grid**2 - (probs @ grid) ** 2
     assert floor == pytest.approx(np.sqrt(variance.mean()), rel=0.05)
@@ -156,7 +156,7 @@ def test_expected_rating_matches_monte_carlo():
     rng = np.random.default_rng(0)
     for u in (0.2, 2.7, 4.9):
         draws = np.clip(np.rint(u + rng.normal(0, 0.7, 200_000)), 1, 5)
-        assert dynamics.expected_rating(np.array(u), 0.7) == pytest.approx(draws.mean(), abs=0.01)
+        assert behaviour.expected_rating(np.array(u), 0.7) == pytest.approx(draws.mean(), abs=0.01)
 
 
 def test_signal_switched_off_leaves_no_trace():
@@ -222,17 +222,17 @@ def test_user_state_bookkeeping():
     t, state = truth_world.truth, truth_world.state
     consumed = truth_world.ratings.groupby("user_id").size()
     assert (state.consumed.sum(axis=1)[consumed.index] == consumed.to_numpy()).all()
-    assert np.all(dynamics.return_probability(t, state)[state.churned] == 0)
+    assert np.all(behaviour.return_probability(t, state)[state.churned] == 0)
     assert np.all(state.boredom >= 0)
 
 
 def test_boredom_lowers_utility_of_a_repeated_category():
     w = generate(WorldConfig(seed=5, novelty=0.0, **SMALL))
-    t, state = w.truth, dynamics.UserState.fresh(w.truth)
+    t, state = w.truth, behaviour.UserState.fresh(w.truth)
     items = np.flatnonzero(t.category == t.category[0])[:2]
-    before = dynamics.utility(t, state, np.array([0]), items[1:], day=0)
-    dynamics._update_after_consumption(t, state, np.array([0]), items[:1], before, day=0)
-    after = dynamics.utility(t, state, np.array([0]), items[1:], day=0)
+    before = behaviour.utility(t, state, np.array([0]), items[1:], day=0)
+    behaviour._update_after_consumption(t, state, np.array([0]), items[:1], before, day=0)
+    after = behaviour.utility(t, state, np.array([0]), items[1:], day=0)
     assert after[0] == pytest.approx(before[0] - t.boredom_rate[0])
 
 

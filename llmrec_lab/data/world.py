@@ -1,6 +1,6 @@
 """Synthetic worlds with ground truth: the course's embedded, offline default data.
 
-A seeded generator draws items and users whose rules are known (:mod:`.dynamics` holds the
+A seeded generator draws items and users whose rules are known (:mod:`.behaviour` holds the
 rules, :mod:`.schemas` the vocabularies), then replays ``n_days`` of a random-browsing system to
 produce the logs a recommender learns from. Because the truth is kept, every lab can compare a
 model with the oracle, whose error is the noise floor no model can beat.
@@ -27,8 +27,8 @@ from safetensors.numpy import save_file
 
 from llmrec_lab.config import (Choice, ParameterError, Profile, Range, check_fields, check_names,
                                checked_fields, get_profile, param)
-from llmrec_lab.data import dynamics
-from llmrec_lab.data.dynamics import Truth, UserState
+from llmrec_lab.data import behaviour
+from llmrec_lab.data.behaviour import Truth, UserState
 from llmrec_lab.data.schemas import (BALANCED, REVERSERS, SCHEMAS, SOFTENERS, ReviewWords,
                                      Schema, get_schema)
 from llmrec_lab.io import atomic_folder
@@ -256,7 +256,7 @@ def generate(config: WorldConfig) -> World:
     triples = knowledge_graph(truth, schema, np.random.default_rng([config.seed, 2]))
     log_rng = np.random.default_rng([config.seed, 3])
     browse = random_browsing(truth.n_items, config.slate_size, log_rng)
-    history = dynamics.rollout(truth, browse, range(config.n_days), log_rng)
+    history = behaviour.rollout(truth, browse, range(config.n_days), log_rng)
     log = history.log
     first_seen = log.groupby("user_id")["timestamp"].min()
     users = pd.DataFrame({"user_id": np.arange(truth.n_users)})
@@ -268,7 +268,7 @@ def generate(config: WorldConfig) -> World:
                  daily=history.daily, state=history.state)
 
 
-def random_browsing(n_items: int, k: int, rng: np.random.Generator) -> dynamics.Policy:
+def random_browsing(n_items: int, k: int, rng: np.random.Generator) -> behaviour.Policy:
     """The logging system of a world's history: each visitor browses ``k`` distinct random items.
 
     Every ordered slate of ``k`` distinct items is equally likely. Floyd's algorithm draws each
@@ -278,7 +278,7 @@ def random_browsing(n_items: int, k: int, rng: np.random.Generator) -> dynamics.
     if not 1 <= k <= n_items:
         raise ValueError(f"slate size k must be in 1..{n_items} (the number of items), got {k}")
 
-    def policy(users: np.ndarray, day: int, state: dynamics.UserState) -> np.ndarray:
+    def policy(users: np.ndarray, day: int, state: behaviour.UserState) -> np.ndarray:
         slates = np.empty((len(users), k), dtype=np.int64)
         for slot, top in enumerate(range(n_items - k, n_items)):
             pick = rng.integers(0, top + 1, size=len(users))

@@ -5,7 +5,8 @@ method cost, and what does it achieve? Shared by its notebook, ``llmrec-lab fine
 :func:`make_examples` turns train/valid/test rating frames into text pairs (a sample of each, the
 history of every pair drawn from the *training* ratings before it only), and :func:`run_method`
 fine-tunes a fresh :class:`~llmrec_lab.models.plm_rater.PLMRater` with one method of
-:mod:`llmrec_lab.peft` and returns a plain dict of what it cost and what it achieved:
+:mod:`llmrec_lab.models.tuning_methods` and returns a plain dict of what it cost and what it
+achieved:
 
 - ``trainable`` / ``total`` parameters, and ``state_bytes``: the bytes of the training state,
   counted exactly from the tensors by :func:`llmrec_lab.train.state_bytes` (every parameter in
@@ -37,8 +38,9 @@ from llmrec_lab.data.splits import random_split
 from llmrec_lab.data.world import World
 from llmrec_lab.metrics import mae, rmse
 from llmrec_lab.models.plm_rater import SCALE, Pair, PLMRater, build_examples
-from llmrec_lab.peft import (LEARNING_RATES, METHODS, MethodConfig, apply_method,
-                              method_penalty, method_step_hook, trainable_parameters)
+from llmrec_lab.models.tuning_methods import (LEARNING_RATES, METHODS, MethodConfig,
+                                              apply_method, method_penalty, method_step_hook,
+                                              trainable_parameters)
 from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer, state_bytes
 
 

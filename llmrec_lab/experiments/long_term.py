@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec_lab.config import one_thread
-from llmrec_lab.data.dynamics import Policy
+from llmrec_lab.data.behaviour import Policy
 from llmrec_lab.data.splits import random_split
 from llmrec_lab.data.world import World
 from llmrec_lab.lus.metrics import gap_closed, report

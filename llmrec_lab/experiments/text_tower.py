@@ -27,7 +27,7 @@ from llmrec_lab.evaluation import ndcg_per_user
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, make_model
 from llmrec_lab.models.tower import TOWER_METHODS, TextTowerRater, TowerConfig
-from llmrec_lab.peft import LEARNING_RATES
+from llmrec_lab.models.tuning_methods import LEARNING_RATES
 from llmrec_lab.stats import Interval, compare_rmse, paired_interval
 from llmrec_lab.train import state_bytes
 

@@ -1,6 +1,7 @@
 """Recommendation policies for the simulator: what slate each returning user sees.
 
-A policy is a callable ``(users, day, state) -> slates`` (see :data:`llmrec_lab.data.dynamics.Policy`).
+A policy is a callable ``(users, day, state) -> slates``
+(see :data:`llmrec_lab.data.behaviour.Policy`).
 All but the oracle read only ``state.consumed``: a real system knows what its users consumed
 from its own logs, and nothing else about their state. Policies that remember (when did this
 user last consume that category?) keep a :class:`ConsumptionHistory`, built from the world's
@@ -25,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.dynamics import DAY_SECONDS, EPOCH, NOVELTY_DAYS, Policy, Truth, UserState, utility
+from llmrec_lab.data.behaviour import (DAY_SECONDS, EPOCH, NOVELTY_DAYS, Policy, Truth, UserState,
+                                       utility)
 from llmrec_lab.data.world import World, random_browsing
 from llmrec_lab.metrics import top_k
 

@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from llmrec_lab.data.dynamics import DAY_SECONDS, EPOCH
+from llmrec_lab.data.behaviour import DAY_SECONDS, EPOCH
 from llmrec_lab.data.world import World
 from llmrec_lab.lus.policies import item_categories
 from llmrec_lab.lus.simulator import Run

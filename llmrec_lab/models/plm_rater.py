@@ -128,7 +128,8 @@ class PLMRater(nn.Module):
         # would add noise of sd sqrt(64 / (3 * 448)) = 0.22 stars to every first prediction.)
         nn.init.zeros_(self.head[1].weight[:, hidden:])
         self.register_buffer("rating_mean", torch.tensor(float(rating_mean)))
-        self.method: str | None = None  # these two are set by llmrec_lab.peft.apply_method
+        # these two are set by llmrec_lab.models.tuning_methods.apply_method
+        self.method: str | None = None
         self.method_config: object | None = None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -25,10 +25,11 @@ ML-100k with one thread on a shared 2-core CPU: a frozen epoch takes 0.2 to 2 se
 epoch 35 to 60 (``bench/tower_movielens.py``). So a tuned tower is best started from a fitted
 frozen one (``fit(ratings, init=frozen)``) and given a few epochs of its own.
 
-The encoder is adapted with the course's methods by :func:`llmrec_lab.peft.apply_method`, the
-same call that adapts the cross-encoder: :class:`TunedText` has the ``encoder``, ``head``,
-``method`` and ``method_config`` attributes it edits. ``method="frozen"`` uses
-:class:`FrozenText` instead, which holds no encoder at all.
+The encoder is adapted with the course's methods by
+:func:`llmrec_lab.models.tuning_methods.apply_method`, the same call that adapts the
+cross-encoder: :class:`TunedText` has the ``encoder``, ``head``, ``method`` and
+``method_config`` attributes it edits. ``method="frozen"`` uses :class:`FrozenText` instead,
+which holds no encoder at all.
 """
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ from llmrec_lab.data.splits import random_split
 from llmrec_lab.encoders.text import TextEncoder, mean_pool, resolve_model_path
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, _rows
-from llmrec_lab.peft import (LEARNING_RATES, METHODS, MethodConfig, apply_method, method_penalty,
-                             method_step_hook)
+from llmrec_lab.models.tuning_methods import (LEARNING_RATES, METHODS, MethodConfig,
+                                              apply_method, method_penalty, method_step_hook)
 
 TOWER_METHODS = ("frozen",) + METHODS
 INIT_STD = 0.1  # of the user and item ID vectors, as in MatrixFactorization
@@ -58,12 +59,12 @@ INIT_STD = 0.1  # of the user and item ID vectors, as in MatrixFactorization
 class TowerConfig:
     """Everything a :class:`TextTowerRater` fit depends on (checked when built)."""
 
-    method: str = "frozen"  # "frozen", or a method of llmrec_lab.peft
+    method: str = "frozen"  # "frozen", or a method of llmrec_lab.models.tuning_methods
     factors: int = 32  # length of p_u, q_i and the content vector v_i
     hidden: int = 0  # g's hidden width; 0: g is one linear map
     epochs: int = 30
     items_per_step: int = 32  # items whose texts one step encodes; it uses all their ratings
-    lr_encoder: float | None = None  # None: llmrec_lab.peft.LEARNING_RATES[method]
+    lr_encoder: float | None = None  # None: tuning_methods.LEARNING_RATES[method]
     lr_head: float = 3e-3
     lr_embeddings: float = 5e-3  # biases and ID vectors
     reg: float = 0.1  # L2 on the bias and ID-vector rows each rating touches, as MF's reg
@@ -119,7 +120,7 @@ class FrozenText(nn.Module):
         super().__init__()
         self.register_buffer("vectors", torch.as_tensor(vectors, dtype=torch.float32))
         self.head = _head(self.vectors.shape[1], factors, hidden)
-        self.method = "frozen"  # read by peft's method_penalty and method_step_hook: no-ops
+        self.method = "frozen"  # tuning_methods.method_penalty and method_step_hook: no-ops
 
     def embed(self, rows: torch.Tensor) -> torch.Tensor:
         """The cached text vectors of the catalogue rows ``rows``."""
@@ -135,7 +136,7 @@ class TunedText(nn.Module):
 
     At initialisation its text vectors are exactly :class:`TextEncoder`'s, so every method starts
     from the frozen tower's input. ``method`` and ``method_config`` are set by
-    :func:`llmrec_lab.peft.apply_method`.
+    :func:`llmrec_lab.models.tuning_methods.apply_method`.
     """
 
     def __init__(self, texts: list[str], name: str | None, factors: int, hidden: int,

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from llmrec_lab.models.plm_rater import PLMRater, tokenize
-from llmrec_lab.peft import (CONFIG, METHODS, MethodConfig, adalora_orthogonality, apply_method,
-                             load_method, method_penalty, method_step_hook, save_method,
-                             trainable_parameters)
+from llmrec_lab.models.tuning_methods import (CONFIG, METHODS, MethodConfig,
+                                              adalora_orthogonality, apply_method, load_method,
+                                              method_penalty, method_step_hook, save_method,
+                                              trainable_parameters)
 from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
 
 from conftest import TINY_BERT
