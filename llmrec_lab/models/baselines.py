@@ -76,11 +76,13 @@ class RatingModel(ABC):
         except ValueError:
             raise ValueError(f"shape mismatch: user_ids {user_ids.shape} vs item_ids "
                              f"{item_ids.shape} do not broadcast") from None
-        return _rows(self.users_, user_ids), _rows(self.items_, item_ids)
+        return table_rows(self.users_, user_ids), table_rows(self.items_, item_ids)
 
 
-def _rows(index: pd.Index, ids: np.ndarray) -> np.ndarray:
-    """Positions of ``ids`` in ``index``, with ``len(index)`` (the zero row) for unknown ids."""
+def table_rows(index: pd.Index, ids: np.ndarray) -> np.ndarray:
+    """Positions of ``ids`` in ``index``, with ``len(index)`` (the zero row) for unknown ids:
+    how a fitted model's parameter tables are read, and how another model of the same ids (the
+    text tower started from MF) finds its rows in them."""
     rows = index.get_indexer(ids.ravel()).reshape(ids.shape)
     return np.where(rows < 0, len(index), rows)
 

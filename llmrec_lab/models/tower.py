@@ -47,7 +47,7 @@ from llmrec_lab.config import pick_device, seed_everything
 from llmrec_lab.data.splits import random_split
 from llmrec_lab.encoders.text import TextEncoder, mean_pool, resolve_model_path
 from llmrec_lab.metrics import rmse
-from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, _rows
+from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, table_rows
 from llmrec_lab.models.tuning_methods import (LEARNING_RATES, METHODS, MethodConfig,
                                               apply_method, method_penalty, method_step_hook)
 
@@ -300,7 +300,7 @@ class TextTowerRater(RatingModel):
             raise ValueError(f"init must be a fitted MatrixFactorization with n_factors="
                              f"{self.config.factors} (the tower's factors)")
         net = self.net_
-        users, items = _rows(mf.users_, self.users_), _rows(mf.items_, self.items_)
+        users, items = table_rows(mf.users_, self.users_), table_rows(mf.items_, self.items_)
         for mine, theirs in ((net.user_bias, mf.bu_[users]), (net.item_bias, mf.bi_[items]),
                              (net.user_vec, mf.P_[users]), (net.item_vec, mf.Q_[items])):
             mine.copy_(torch.as_tensor(theirs, dtype=mine.dtype))
