@@ -7,6 +7,7 @@ same parsing code as a real download.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -456,10 +457,8 @@ def movielens_or_fixture(name: str = "ml-100k", download: bool = True, seed: int
     if os.environ.get(DATA_ENV) or cache_dir(name).is_dir():
         return load_movielens(name, download=False), True
     if download:
-        try:
+        with contextlib.suppress(OSError):  # no network: the fixture below
             return load_movielens(name), True
-        except OSError:  # no network (the message says how to provide the data): the fixture
-            pass
     folder = write_fixture(name, tempfile.mkdtemp(prefix="llmrec-fixture-"), seed=seed,
                            **fixture)
     return load_movielens(name, data_dir=folder, download=False), False
