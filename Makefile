@@ -68,11 +68,11 @@ book: env assets
 STUDENT := _build/student
 book-student: env assets
 	rm -rf $(STUDENT)
-	$(BIN)/python -m llmrec_lab.editions student-config _config.yml $(STUDENT)/_config.yml
+	$(BIN)/python book/tools/editions.py student-config _config.yml $(STUDENT)/_config.yml
 	TQDM_DISABLE=1 $(BIN)/jupyter-book build . --all --warningiserror --keep-going --config $(STUDENT)/_config.yml --path-output $(STUDENT)
 	mv $(STUDENT)/_build/html $(STUDENT)/html && rm -rf $(STUDENT)/_build
-	$(BIN)/python -m llmrec_lab.editions strip-sources $(STUDENT)/html
-	$(BIN)/python -m llmrec_lab.editions strip --out $(STUDENT) $(NOTEBOOKS)
+	$(BIN)/python book/tools/editions.py strip-sources $(STUDENT)/html
+	$(BIN)/python book/tools/editions.py strip --out $(STUDENT) $(NOTEBOOKS)
 
 # One thread per worker: two pytest workers share two cores, and torch's threads then mostly
 # wait on each other (one MiniLM training step: 5.1 s on two threads beside a busy process,

@@ -61,7 +61,8 @@ from transformers import BertConfig, BertModel
 
 from llmrec_lab.config import pick_device
 from llmrec_lab.io import atomic_write
-from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
+from llmrec_lab.text_batches import TextPairDataset
+from llmrec_lab.train import TrainConfig, Trainer
 
 SIZES = {"minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                         intermediate_size=1536),

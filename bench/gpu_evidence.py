@@ -27,7 +27,7 @@ only the parts named:
   quality probe, and paired 95% intervals pooled over the seeds: RMSE of each tower against MF
   and the biases and of the tuned ones against the frozen one
   (:func:`llmrec_lab.stats.runs_rmse_difference`), NDCG@10 of each tower against MF
-  (:func:`~llmrec_lab.experiments.text_tower.ndcg_difference`).
+  (:func:`~llmrec_lab.stats.runs_ndcg_difference`).
 - ``kg``: Chapter 3.3 section 6, the three PLM raters (text only, ``Concat(h, e_i, r_i)``,
   ``Concat(h, a_kg(u, i))``) on the ``screen`` world's cold items, against the bias model and
   the ``KGRater``. One epoch instead of the profile's three, to fit the budget (in the JSON).
@@ -80,8 +80,8 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 
 import finetune_throughput as ft
 from llmrec_lab.config import get_profile, pick_device
-from llmrec_lab.data.splits import split_for
-from llmrec_lab.data.world import World, make_world
+from llmrec_lab.splits import split_for
+from llmrec_lab.world import World, make_world
 from llmrec_lab.io import CACHE_ENV, FolderNotOurs, atomic_write, claim_folder
 from llmrec_lab.kg.build import world_kg
 from llmrec_lab.kg.embed import train_kge
@@ -344,7 +344,7 @@ def towers(ctx: Context, budget: Budget) -> dict:
             world = ctx.world("shop", seed)
             run = compare_towers(world, split, seed, methods=TOWER_METHODS,
                                  epochs=plan.tuned_epochs, encoder=ctx.encoder_path,
-                                 frozen_epochs=plan.frozen_epochs)
+                                 frozen_epochs=plan.frozen_epochs, fusion=True)
             runs.setdefault(split, []).append(run)
             rows.append(tower_row(run, world, time.perf_counter() - start))
             estimate = max(estimate, rows[-1]["wall_s"])
@@ -376,9 +376,9 @@ def tower_row(run, world: World, wall_s: float) -> dict:
 
 
 def tower_intervals(runs: list) -> dict:
-    """RMSE over one split's runs, seeds paired: each tower against MF and the biases, the tuned
-    ones against the frozen one."""
-    towers = [m for m in runs[0].predictions if m.startswith("tower-")]
+    """RMSE over one split's runs, seeds paired: each tower and the fusion model against MF and
+    the biases, the tuned towers and the fusion model against the frozen tower."""
+    towers = [m for m in runs[0].predictions if m.startswith("tower-") or m == "fusion"]
     pairs = [(t, ref) for t in towers for ref in ("mf", "biases")]
     pairs += [(t, "tower-frozen") for t in towers if t != "tower-frozen"]
     return {f"{a} - {b}": as_json(runs_rmse_difference(runs, a, b)) for a, b in pairs}
@@ -386,10 +386,10 @@ def tower_intervals(runs: list) -> dict:
 
 def ndcg_intervals(runs: list) -> dict:
     """NDCG@10 loss over one split's runs (the same users per seed): each tower against MF."""
-    from llmrec_lab.experiments.text_tower import ndcg_difference
+    from llmrec_lab.stats import runs_ndcg_difference
 
     towers = [m for m in runs[0].predictions if m.startswith("tower-")]
-    return {f"{t} - mf": as_json(ndcg_difference(runs, t, "mf")) for t in towers}
+    return {f"{t} - mf": as_json(runs_ndcg_difference(runs, t, "mf")) for t in towers}
 
 
 def interval(y: list, a: list, b: list) -> dict:

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.behaviour import expected_rating
-from llmrec_lab.data.world import WorldConfig, generate
+from llmrec_lab.world.behaviour import expected_rating
+from llmrec_lab.world.generate import WorldConfig, generate
 from llmrec_lab.experiments.long_term import make_policy
 from llmrec_lab.lus.metrics import report
 from llmrec_lab.lus.simulator import simulate

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.movielens import DATA_ENV, official_folds, write_fixture
+from llmrec_lab.datasets.movielens import DATA_ENV, official_folds, write_fixture
 from llmrec_lab.io import atomic_write
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import MatrixFactorization

@@ -4,12 +4,17 @@
                                     [--epochs 30] [--tuned-epochs 3] [--json PATH]
 
 Warm: each of the folds u1..u5 (train on uK.base, test on uK.test) with the biases, MF (as
-``llmrec-lab evaluate`` fits it) and the frozen tower, then one tuned tower per method in
-``--methods``, each started from that frozen tower (``fit(init=...)``) and trained for
-``--tuned-epochs`` more; its times exclude the frozen stage. Cold: a seeded 20% of the items are
-held out with all their ratings; the tower is compared with the bias model, which predicts
-``mu + b_u`` for an item it never saw, by a paired 95% interval of the difference in squared
-error over the same test ratings (negative: the tower is better).
+``llmrec-lab evaluate`` fits it) and the frozen tower
+(:func:`llmrec_lab.experiments.text_tower.fit_frozen`, early-stopped on 5% of the training
+ratings), then one tuned tower per method in ``--methods``, each started from that frozen tower
+and trained for ``--tuned-epochs`` more as Chapter 3.1 tunes it
+(:func:`~llmrec_lab.experiments.text_tower.tune_tower`); its times exclude the frozen stage.
+Cold: per seed of ``--cold-seeds``, the cold-items protocol's draw of that seed holds out a share
+(``movielens.COLD_FRAC``) of the items with all their ratings; the tower is compared with the
+bias model, which predicts ``mu + b_u`` for an item it never saw, by a paired 95% interval of
+the difference in squared error over the same test ratings (negative: the tower is better).
+The folds and draws come from :func:`llmrec_lab.datasets.movielens.protocol_folds`, the RMSEs
+from :func:`llmrec_lab.metrics.rmse`.
 
 Data: ``--data-dir`` or ``$LLMREC_DATA_DIR`` when it holds ml-100k; otherwise a synthetic
 ML-100k-shaped fixture written to a temporary folder (figures that measure nothing but the
@@ -24,6 +29,8 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +38,15 @@ import pandas as pd
 import torch
 
 from llmrec_lab import stats
-from llmrec_lab.data import movielens
-from llmrec_lab.data.splits import cold_start_items
+from llmrec_lab.datasets import movielens
+from llmrec_lab.experiments.text_tower import fit_frozen, tune_tower
 from llmrec_lab.io import atomic_write
-from llmrec_lab.models.baselines import make_model
+from llmrec_lab.metrics import rmse
+from llmrec_lab.models.baselines import RatingModel, make_model
 from llmrec_lab.models.tower import TextTowerRater, TowerConfig
 from llmrec_lab.models.tuning_methods import METHODS
 from llmrec_lab.stats import PerSeed
+
 
 def paired_interval(sq_a: PerSeed, sq_b: PerSeed) -> dict[str, float]:
     """Mean of ``sq_a - sq_b`` (squared errors on the same test ratings; one array, or one per
@@ -60,13 +69,11 @@ def load_data(data_dir: str | None, workdir: str) -> tuple[movielens.MovieLens, 
             "SYNTHETIC ML-100k-shaped fixture (the real data was not found)")
 
 
-def fit_tower(items: pd.DataFrame, train: pd.DataFrame, method: str, epochs: int, seed: int,
-              init: TextTowerRater | None = None) -> tuple[TextTowerRater, dict]:
-    """Fit one tower; return it and its cost (total seconds, epochs run, and seconds per epoch
-    of training steps, without the per-epoch validation pass)."""
+def timed(fit: Callable[[], TextTowerRater]) -> tuple[TextTowerRater, dict]:
+    """Run one tower's ``fit``; return the tower and its cost (total seconds, epochs run, and
+    seconds per epoch of training steps, without the per-epoch validation pass)."""
     start = time.perf_counter()
-    config = TowerConfig(method=method, epochs=epochs, seed=seed)
-    model = TextTowerRater(items, config).fit(train, init=init)
+    model = fit()
     total = time.perf_counter() - start
     per_epoch = float(np.mean([h["seconds"] for h in model.history_]))
     return model, {"fit_s": round(total, 1), "epochs_run": len(model.history_),
@@ -76,10 +83,19 @@ def fit_tower(items: pd.DataFrame, train: pd.DataFrame, method: str, epochs: int
 def towers(items: pd.DataFrame, train: pd.DataFrame, methods: list[str], epochs: tuple[int, int],
            seed: int) -> dict[str, tuple[TextTowerRater, dict]]:
     """The frozen tower (``epochs[0]``), then each tuned method started from it (``epochs[1]``)."""
-    fitted = {"frozen": fit_tower(items, train, "frozen", epochs[0], seed)}
+    fitted = {"frozen": timed(partial(fit_frozen, items, train, seed, epochs=epochs[0]))}
     for method in methods:
-        fitted[method] = fit_tower(items, train, method, epochs[1], seed, init=fitted["frozen"][0])
+        fitted[method] = timed(partial(tune_tower, items, train, fitted["frozen"][0], method,
+                                       epochs[1], seed))
     return fitted
+
+
+def scored(model: RatingModel, test: pd.DataFrame) -> tuple[float, np.ndarray]:
+    """``model``'s RMSE on ``test`` and its squared error on each test rating (what the paired
+    intervals compare)."""
+    truth = test["rating"].to_numpy()
+    pred = model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())
+    return rmse(truth, pred), (pred - truth) ** 2
 
 
 def warm_folds(data: movielens.MovieLens, methods: list[str], folds: list[int],
@@ -87,19 +103,16 @@ def warm_folds(data: movielens.MovieLens, methods: list[str], folds: list[int],
     """RMSE of biases, MF and each tower on the chosen official folds; paired intervals of
     each tower against MF (and each tuned tower against the frozen one)."""
     rows = []
-    for k, (train, test) in enumerate(movielens.official_folds(data), start=1):
+    for k, (train, test) in enumerate(movielens.protocol_folds(data, "u1-u5"), start=1):
         if k not in folds:
             continue
-        pairs, truth = (test["user_id"], test["item_id"]), test["rating"].to_numpy()
         row, sq = {"fold": f"u{k}"}, {}
         for name in ("biases", "mf"):
             start = time.perf_counter()
-            sq[name] = (make_model(name, seed=seed).fit(train).predict(*pairs) - truth) ** 2
-            row[name] = float(np.sqrt(sq[name].mean()))
+            row[name], sq[name] = scored(make_model(name, seed=seed).fit(train), test)
             row[f"{name}_fit_s"] = round(time.perf_counter() - start, 1)
         for method, (model, cost) in towers(data.items, train, methods, epochs, seed).items():
-            sq[method] = (model.predict(*pairs) - truth) ** 2
-            row[f"tower-{method}"] = float(np.sqrt(sq[method].mean()))
+            row[f"tower-{method}"], sq[method] = scored(model, test)
             row[f"tower-{method}_minus_mf_sq"] = paired_interval(sq[method], sq["mf"])
             if method != "frozen":
                 row[f"tower-{method}_minus_frozen_sq"] = paired_interval(sq[method], sq["frozen"])
@@ -111,16 +124,15 @@ def warm_folds(data: movielens.MovieLens, methods: list[str], folds: list[int],
 
 def cold_items(data: movielens.MovieLens, methods: list[str], seeds: list[int],
                epochs: tuple[int, int]) -> list[dict]:
-    """Per seed: hold out 20% of the items; tower vs biases on their ratings, paired."""
+    """Per seed: the cold-items draw of that seed (a share of the items held out); tower vs
+    biases on their ratings, paired."""
     rows = []
     for seed in seeds:
-        train, test = cold_start_items(data.ratings, frac_items=0.2, seed=seed)
-        pairs, truth = (test["user_id"], test["item_id"]), test["rating"].to_numpy()
-        sq_biases = (make_model("biases").fit(train).predict(*pairs) - truth) ** 2
-        row = {"seed": seed, "n_test": len(test), "biases": float(np.sqrt(sq_biases.mean()))}
+        [(train, test)] = movielens.protocol_folds(data, "cold-items", seed=seed, n_draws=1)
+        row = {"seed": seed, "n_test": len(test)}
+        row["biases"], sq_biases = scored(make_model("biases").fit(train), test)
         for method, (model, cost) in towers(data.items, train, methods, epochs, seed).items():
-            sq = (model.predict(*pairs) - truth) ** 2
-            row[f"tower-{method}"] = float(np.sqrt(sq.mean()))
+            row[f"tower-{method}"], sq = scored(model, test)
             row[f"tower-{method}_minus_biases_sq"] = paired_interval(sq, sq_biases)
             if method != "frozen":
                 row[f"tower-{method}_minus_frozen_sq"] = paired_interval(sq, row["_sq_frozen"])

@@ -12,8 +12,8 @@ import time
 import pandas as pd
 
 from llmrec_lab.config import get_profile
-from llmrec_lab.data.splits import random_split
-from llmrec_lab.data.world import make_world
+from llmrec_lab.splits import split_for
+from llmrec_lab.world import make_world
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import make_model
 
@@ -23,7 +23,7 @@ def measure(world_name: str, profile_name: str, seed: int) -> dict:
     start = time.perf_counter()
     world = make_world(world_name, profile, seed=seed)
     generated = time.perf_counter() - start
-    train, valid, test = random_split(world.ratings, test_frac=0.2, valid_frac=0.1, seed=seed)
+    train, valid, test = split_for(world.ratings, "warm", seed)  # random 70/10/20
     y, u, i = (test[c].to_numpy() for c in ("rating", "user_id", "item_id"))
     row = {"profile": profile_name, "world": world_name, "seed": seed,
            "users": world.config.n_users, "items": world.config.n_items,

@@ -19,9 +19,11 @@ import pandas as pd
 
 from llmrec_lab.config import (PROFILES, ParameterError, Range, get_profile, parse_setting,
                                pick_device)
+from llmrec_lab.datasets.movielens import (COLD_FRAC, COLD_SEEDS, DATASET_PROTOCOLS, PROTOCOLS,
+                                           MovieLens, check_protocol, load_movielens,
+                                           protocol_folds)
 
 if TYPE_CHECKING:  # imported where used, so that parsing the arguments stays fast
-    from llmrec_lab.data.movielens import MovieLens
     from llmrec_lab.models.tower import TextTowerRater
 
 PACKAGES = ("llmrec-lab", "torch", "torchvision", "transformers", "peft", "pykeen", "numpy",
@@ -30,7 +32,6 @@ PACKAGES = ("llmrec-lab", "torch", "torchvision", "transformers", "peft", "pykee
 # torch (a test checks they agree); the text tower has one more, "frozen"
 TUNED = ("full", "lora", "adalora", "ia3", "prefix", "adapter")
 TOWERS = ("frozen",) + TUNED
-COLD_FRAC, COLD_SEEDS = 0.2, 5  # evaluate --protocol cold-items: share of items held out, draws
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -81,7 +82,7 @@ def cmd_info(args: argparse.Namespace) -> dict:
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, int | float]:
     """``--set KEY=VALUE`` pairs as checked world parameters (the world's name and seed have
     their own arguments)."""
-    from llmrec_lab.data.world import WHAT, WorldConfig
+    from llmrec_lab.world.generate import WHAT, WorldConfig
 
     out: dict[str, int | float] = {}
     for pair in pairs:
@@ -94,19 +95,20 @@ def _parse_overrides(pairs: Sequence[str]) -> dict[str, int | float]:
 
 def cmd_world(args: argparse.Namespace) -> dict:
     """Generate a world and write its files."""
-    from llmrec_lab.data.world import make_world
+    from llmrec_lab.metrics import rmse
+    from llmrec_lab.world import make_world
 
     overrides = _parse_overrides(args.set)
     start = time.perf_counter()
     world = make_world(args.name, args.profile, seed=args.seed, **overrides)
     out = world.save(args.out)
-    oracle = world.oracle_predict(world.ratings)
-    error = oracle - world.ratings["rating"].to_numpy()
+    ratings = world.ratings["rating"].to_numpy()
     summary = {"world": args.name, "profile": get_profile(args.profile).name, "seed": args.seed,
                "out": str(out), "users": world.config.n_users, "items": world.config.n_items,
                "days": world.config.n_days, "ratings": len(world.ratings),
                "triples": len(world.triples),
-               "oracle_rmse": float(np.sqrt(np.mean(error**2))) if len(error) else None,
+               "oracle_rmse": (rmse(ratings, world.oracle_predict(world.ratings))
+                               if len(ratings) else None),
                "seconds": round(time.perf_counter() - start, 2)}
     if not args.json:
         print(f"wrote {summary['ratings']} ratings, {summary['triples']} triples to {out}")
@@ -115,18 +117,9 @@ def cmd_world(args: argparse.Namespace) -> dict:
 
 def _folds(args: argparse.Namespace,
            data: MovieLens) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-    """The (train, test) pairs of ``args.protocol`` on a loaded MovieLens ``data``: the one
-    place each protocol is defined. ``cold-items`` is COLD_SEEDS draws, seeded ``seed``,
-    ``seed + 1``, ..., each holding out a COLD_FRAC of the items with all their ratings."""
-    from llmrec_lab.data import movielens
-    from llmrec_lab.data.splits import cold_start_items
-
-    if args.protocol == "u1-u5":
-        return movielens.official_folds(data)
-    if args.protocol == "kfold5":
-        return movielens.kfold(data.ratings, k=5, seed=args.seed)
-    return [cold_start_items(data.ratings, frac_items=COLD_FRAC, seed=args.seed + k)
-            for k in range(COLD_SEEDS)]
+    """The (train, test) pairs of ``args.protocol`` with ``args.seed`` on a loaded MovieLens
+    ``data``, as :func:`~llmrec_lab.datasets.movielens.protocol_folds` defines them."""
+    return protocol_folds(data, args.protocol, seed=args.seed)
 
 
 def _evaluated_model(name: str) -> tuple[str, str]:
@@ -167,15 +160,11 @@ def _fold_scores(args: argparse.Namespace, kind: str, method: str, train: pd.Dat
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     """Fit a model on each training fold and report RMSE and MAE on the matching test fold."""
-    from llmrec_lab.data import movielens
-
-    if args.protocol == "u1-u5" and args.dataset != "ml-100k":
-        raise ValueError(f"protocol 'u1-u5' is not defined for {args.dataset} (ml-100k: u1-u5, "
-                         f"kfold5 or cold-items; ml-1m: kfold5 or cold-items)")
+    check_protocol(args.dataset, args.protocol)
     kind, method = _evaluated_model(args.model)
     if kind == "tower":
         _refuse_sample_sizes(args, "--model tower-<method>")
-    data = movielens.load_movielens(args.dataset, args.data_dir)
+    data = load_movielens(args.dataset, args.data_dir)
     folds = []
     for k, (train, test) in enumerate(_folds(args, data), start=1):
         folds.append({"fold": k, **_fold_scores(args, kind, method, train, test, data.items)})
@@ -190,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 def cmd_fusion(args: argparse.Namespace) -> dict:
     """Fit a cross-modal fusion model on chosen modalities and report warm or cold metrics."""
-    from llmrec_lab.data.world import make_world
+    from llmrec_lab.world import make_world
     from llmrec_lab.experiments.fusion import run_fusion
     from llmrec_lab.models.fusion import MODALITIES, world_item_features
 
@@ -222,7 +211,7 @@ def cmd_fusion(args: argparse.Namespace) -> dict:
 
 def cmd_kg(args: argparse.Namespace) -> dict:
     """Embed a world's knowledge graph, score link prediction, and compare KG fusion RMSE."""
-    from llmrec_lab.data.world import make_world
+    from llmrec_lab.world import make_world
     from llmrec_lab.kg.build import world_kg
     from llmrec_lab.kg.embed import train_kge
     from llmrec_lab.experiments.knowledge_graphs import ablation
@@ -250,7 +239,7 @@ def cmd_kg(args: argparse.Namespace) -> dict:
 
 def cmd_lus(args: argparse.Namespace) -> dict:
     """Simulate a policy on a world past its logged history and report the LUS metrics."""
-    from llmrec_lab.data.world import make_world
+    from llmrec_lab.world import make_world
     from llmrec_lab.experiments.long_term import make_policy, mf_scores
     from llmrec_lab.lus.metrics import report
     from llmrec_lab.lus.simulator import simulate
@@ -324,7 +313,7 @@ def _minus(truth: np.ndarray, tower: np.ndarray, other: np.ndarray) -> dict:
 def _finetune_tower(args: argparse.Namespace) -> dict:
     """Fit a text tower on a world's warm or cold split (early-stopped on the split's
     validation ratings); compare it with MF and the biases on the same test ratings."""
-    from llmrec_lab.data.world import make_world
+    from llmrec_lab.world import make_world
     from llmrec_lab.encoders.text import DEFAULT_TEXT_MODEL
     from llmrec_lab.experiments.text_tower import compare_towers
     from llmrec_lab.metrics import rmse
@@ -373,7 +362,7 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
 
 def _finetune_cross(args: argparse.Namespace) -> dict:
     """The cross-encoder rater, fine-tuned on a sample of (history, item) pairs of a world."""
-    from llmrec_lab.data.world import make_world
+    from llmrec_lab.world import make_world
     from llmrec_lab.experiments.cross_encoder import make_examples, run_method, split_world
     from llmrec_lab.metrics import rmse
 
@@ -444,11 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     world.set_defaults(run=cmd_world)
 
     ev = sub.add_parser("evaluate", help="RMSE and MAE of a model under a protocol")
-    ev.add_argument("--dataset", choices=["ml-100k", "ml-1m"], required=True)
+    ev.add_argument("--dataset", choices=list(DATASET_PROTOCOLS), required=True)
     ev.add_argument("--data-dir", default=None,
                     help="directory holding the extracted dataset (default: $LLMREC_DATA_DIR, "
                          "else download into the cache)")
-    ev.add_argument("--protocol", choices=["u1-u5", "kfold5", "cold-items"], default=None,
+    ev.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
                     help="u1-u5: ml-100k's official folds; kfold5: seeded 5-fold (default for "
                          f"ml-1m); cold-items: {COLD_SEEDS} draws (seeds --seed, --seed + 1, "
                          f"...), each holding out a seeded {COLD_FRAC * 100:.0f}%% of the "
@@ -519,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "protocol", "unset") is None:
-        args.protocol = "u1-u5" if args.dataset == "ml-100k" else "kfold5"
+        args.protocol = DATASET_PROTOCOLS[args.dataset][0]
     try:
         result = args.run(args)
     except Exception as err:  # every failure becomes one line unless --debug asks for more

@@ -18,7 +18,7 @@ import pandas as pd
 from llmrec_lab.metrics import ranking_per_user, rmse
 
 if TYPE_CHECKING:  # annotations only: the protocol needs no model code
-    from llmrec_lab.data.world import World
+    from llmrec_lab.world import World
     from llmrec_lab.models.baselines import RatingModel
 
 NOISE_FLOOR = "noise floor"
@@ -37,7 +37,7 @@ def ndcg_per_user(models: Mapping[str, object], train: pd.DataFrame, test: pd.Da
     (1.2 million pairs in the ``cpu`` world); per-user NDCG@10 there has a standard deviation
     of about 0.1, so 500 users give a standard error of about 0.005.
 
-    With ``truth`` (a world's :class:`~llmrec_lab.data.behaviour.Truth`), a column
+    With ``truth`` (a world's :class:`~llmrec_lab.world.behaviour.Truth`), a column
     :data:`NOISE_FLOOR` ranks by the true static utility: the best a model of (user, item)
     can rank.
     """

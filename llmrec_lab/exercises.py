@@ -20,7 +20,7 @@ import pandas as pd
 
 __all__ = ["ExerciseError", "check_rmse", "check_ndcg", "check_split_no_leakage",
            "check_attention", "check_transe_score", "check_lora_params", "check_gap_closed",
-           "check_masked_mse", "check_paired_interval"]
+           "check_masked_mse", "check_paired_interval", "check_token_accuracy", "check_history"]
 
 SPLIT_KINDS = ("random", "temporal", "leave-last-out", "cold-start-items")
 
@@ -33,11 +33,13 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
-def _call(name: str, fn: Callable, *args) -> float:
-    """``fn(*args)`` as a float, turning a crash or a non-number into a readable failure."""
-    shown = ", ".join(repr(a.tolist()) if isinstance(a, np.ndarray) else repr(a) for a in args)
+def _call(name: str, fn: Callable, *args, **kwargs) -> float:
+    """``fn(*args, **kwargs)`` as a float, turning a crash or a non-number into a readable
+    failure."""
+    shown = ", ".join([repr(a.tolist()) if isinstance(a, np.ndarray) else repr(a) for a in args]
+                      + [f"{key}={arg!r}" for key, arg in kwargs.items()])
     try:
-        value = fn(*args)
+        value = fn(*args, **kwargs)
     except Exception as error:  # the learner's code may fail in any way: report it, in words
         raise ExerciseError(f"{name}({shown}) raised {type(error).__name__}: {error}") from error
     try:
@@ -563,3 +565,161 @@ def check_paired_interval(fn: Callable) -> str:
             f"t(0.975, n - 1) times the standard error of that mean"
             + (f". It looks like {hint}." if hint else "."))
     return f"check_paired_interval: all {len(cases)} checks passed"
+
+
+def check_token_accuracy(fn: Callable) -> str:
+    """Check ``fn(labels, predictions, ignore_index=-100) -> float``, a tagger's token accuracy.
+
+    ``labels`` and ``predictions`` are integer arrays of shape ``(sentences, tokens)``. A label
+    equal to ``ignore_index`` marks a position that is no word's first token ([CLS], [SEP], the
+    padding, a word's later sub-words): the loss skips it (``-100`` is PyTorch's
+    ``CrossEntropyLoss`` default), and so must the accuracy, or padding decides the score. The
+    accuracy is the share of the remaining positions, all sentences pooled, where the prediction
+    equals the label. In the cases the sentences hold different numbers of scored tokens (a mean
+    of per-sentence accuracies then differs), no prediction equals ``ignore_index``, and one call
+    passes another ``ignore_index`` (a hard-coded ``-100`` then shows).
+    """
+    cases = [
+        # labels, predictions, ignore_index (None: the default), what it checks
+        (np.array([[-100, 0, 3, 4, 0, -100], [-100, 3, -100, 0, -100, -100],
+                   [-100, 0, 0, 0, 0, -100]]),
+         np.array([[0, 0, 3, 0, 0, 0], [0, 0, 3, 0, 0, 0], [0, 0, 0, 0, 5, 0]]), None,
+         "3 sentences: [CLS], [SEP], padding and a sub-word continuation labelled -100"),
+        (np.array([[-1, 0, 3, 0, -1], [-1, 5, 6, -1, -1]]),
+         np.array([[0, 0, 3, 3, 0], [0, 5, 0, 0, 0]]), -1, "2 sentences, ignore_index=-1"),
+    ]
+    for labels, predictions, ignore, what in cases:
+        kwargs = {} if ignore is None else {"ignore_index": ignore}
+        ignore = -100 if ignore is None else ignore
+        scored = labels != ignore
+        hits = (labels == predictions) & scored
+        n_scored, n_hits, n_ignored = int(scored.sum()), int(hits.sum()), int((~scored).sum())
+        expected = n_hits / n_scored
+        value = _call("token_accuracy", fn, labels.copy(), predictions.copy(), **kwargs)
+        if _close(value, expected):
+            continue
+        not_o = labels != 0
+        wrong = {} if ignore == -100 else {
+            f"the positions labelled {ignore} were scored, as wrong, although "
+            f"ignore_index={ignore} was passed: use the argument, not a hard-coded -100":
+                n_hits / labels.size,
+        }
+        wrong |= {
+            f"the {n_ignored} ignored positions counted as correct, as in the source's report, "
+            f"whose padding is labelled O and predicted O: score only the positions whose label "
+            f"is not ignore_index": (n_hits + n_ignored) / labels.size,
+            f"the {n_ignored} ignored positions counted as wrong: there the prediction is "
+            f"compared with the label {ignore}, which no tag id equals. Score only the positions "
+            f"whose label is not ignore_index": n_hits / labels.size,
+            "the mean of the sentences' accuracies: that weighs a sentence with 2 scored tokens "
+            "as much as one with 4. Pool the scored tokens of all sentences, then divide":
+                float(np.mean([h[s].mean() for h, s in zip(labels == predictions, scored)])),
+            f"a percentage: return the fraction ({expected:g}), not the percentage "
+            f"({100 * expected:g})": 100 * expected,
+            "the number of correct positions: divide it by the number of scored positions":
+                n_hits,
+            "the ignored positions scored instead of the others (labels == ignore_index where "
+            "labels != ignore_index is meant)": float((predictions == labels)[~scored].mean()),
+            "the tag O (id 0) skipped as if it were ignored: O is a tag, the commonest one; "
+            "only ignore_index marks the positions to skip":
+                (float((labels == predictions)[not_o].mean()),
+                 float((labels == predictions)[not_o & scored].mean())),
+        }
+        hint = next((why for why, v in wrong.items()
+                     if any(_close(value, x) for x in np.atleast_1d(v))), None)
+        raise ExerciseError(
+            f"token_accuracy ({what}) returned {value:.4f} for labels {labels.tolist()} and "
+            f"predictions {predictions.tolist()}, expected {n_hits} correct of the {n_scored} "
+            f"scored positions = {expected:.4f}" + (f". It looks like {hint}." if hint else "."))
+    return f"check_token_accuracy: all {len(cases)} checks passed"
+
+
+def _item_ids(name: str, value) -> list[int]:
+    """A learner's list of item ids as ints, or a failure that says what came back instead."""
+    if isinstance(value, pd.DataFrame):
+        raise ExerciseError(f"{name} returned the rows (a DataFrame with columns "
+                            f"{list(value.columns)}): return their item ids, oldest first, "
+                            f"e.g. rows['item_id'].tolist()")
+    if isinstance(value, (set, frozenset, dict)):
+        raise ExerciseError(f"{name} returned a {type(value).__name__}, which keeps no order: "
+                            f"return a list of item ids, oldest first")
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError("a string")
+        items = list(value)
+        ids = [int(x) for x in items]
+        if any(float(x) != i for x, i in zip(items, ids)):
+            raise ValueError("not whole numbers")
+    except (TypeError, ValueError) as error:
+        raise ExerciseError(f"{name} returned {value!r}, not a list of item ids") from error
+    return ids
+
+
+def check_history(fn: Callable) -> str:
+    """Check ``fn(ratings, user_id, timestamp) -> list[int]``, the history of one rating.
+
+    The answer is the ids of the items that ``user_id`` rated strictly before ``timestamp``,
+    oldest first; ratings with the same timestamp keep their order in the table. That is what
+    :func:`llmrec_lab.models.plm_rater.build_examples` puts in a rating's history (before
+    keeping the last few): a stable sort by time, then the ratings strictly earlier. A rating in
+    its own history, or a later one, shows the model what it is asked to predict, and its test
+    score then measures nothing. The check's table is not in time order, holds two ratings of
+    the user at one timestamp, listed in the opposite order of their item ids, and another
+    user's ratings interleaved; a user with no ratings (a new user) has an empty history.
+    """
+    rows = [  # user_id, item_id, timestamp; the rating of item 10 at 300 is the one predicted
+        (1, 10, 300), (2, 20, 100), (1, 13, 200), (1, 11, 100), (1, 15, 500), (1, 12, 200),
+        (2, 21, 250), (1, 14, 400),
+    ]
+    table = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"],
+                         index=[7, 2, 5, 0, 6, 1, 4, 3])  # an index of a sampled table
+    table.insert(2, "rating", [4.0, 2.0, 5.0, 3.0, 1.0, 4.0, 5.0, 2.0])
+    shown = ", ".join(f"({u}, {i}, {t})" for u, i, t in rows)
+    cases = [
+        (1, 300, "user 1's rating of item 10"),
+        (1, 100, "user 1's first rating"),
+        (3, 300, "user 3, who has no ratings"),
+    ]
+    for user, ts, what in cases:
+        name = f"history(ratings, user_id={user}, timestamp={ts}) ({what})"
+        try:
+            value = fn(table.copy(), user, ts)
+        except Exception as error:  # the learner's code may fail in any way: report it, in words
+            why = ("a user with no ratings has an empty history: return []" if user == 3 else
+                   "return the item ids as a list")
+            raise ExerciseError(f"{name} raised {type(error).__name__}: {error}; {why}") from error
+        got = _item_ids(name, value)
+        mine = table[table["user_id"] == user]
+        time_of = dict(zip(mine["item_id"], mine["timestamp"]))
+        before = mine[mine["timestamp"] < ts].sort_values("timestamp", kind="stable")
+        expected = before["item_id"].tolist()
+        if got == expected:
+            continue
+        at = [time_of.get(i) for i in got]
+        in_order = set(got) == set(expected) and len(got) == len(expected) and len(got) > 1
+        wrong = {
+            f"other users' ratings are in it (items {sorted(set(got) - set(time_of))}): keep "
+            f"only the rows whose user_id is {user}": not set(got) <= set(time_of),
+            "all of the user's ratings, the later ones too: the history would show the model "
+            "the future. Keep only the ratings with a timestamp strictly before the one "
+            "predicted": len(got) > len(expected) and set(got) == set(time_of),
+            f"ratings after {ts} are in it: the history would show the model the future. Keep "
+            f"only the ratings strictly before the one predicted":
+                any(t is not None and t > ts for t in at),
+            f"the rating at {ts} itself is in its own history (<= where < is meant): the model "
+            f"would read the rating it is asked to predict": ts in at,
+            "newest first: a history lists the ratings oldest first, as build_examples writes "
+            "it (render_example keeps the most recent, at the end)":
+                in_order and all(a >= b for a, b in zip(at, at[1:])),
+            "the two ratings with the same timestamp in another order than the table's: sort by "
+            "timestamp alone with a stable sort (kind='stable'), as build_examples does":
+                in_order and all(a <= b for a, b in zip(at, at[1:])),
+            "the table's order: the table is not sorted by time, so sort the ratings by "
+            "timestamp": in_order and got == [i for i in mine["item_id"] if i in set(expected)],
+        }
+        hint = next((why for why, matches in wrong.items() if matches), None)
+        raise ExerciseError(
+            f"{name} returned {got}, expected {expected}, the items user {user} rated before "
+            f"{ts}, oldest first (rows (user_id, item_id, timestamp), in the table's order: "
+            f"{shown})" + (f". It looks like {hint}." if hint else "."))
+    return f"check_history: all {len(cases)} checks passed"

@@ -29,26 +29,27 @@ def rmse(y_true: np.ndarray, y_pred: np.ndarray,
     ``clip=(low, high)`` first clips the predictions to the rating scale, as a reported rating
     would be; whatever early-stops a model should read the RMSE under the same rule it reports.
     """
-    a, b = _paired(y_true, y_pred)
-    if clip is not None:
-        b = np.clip(b, *clip)
+    a, b = _paired(y_true, y_pred, clip)
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
-def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean absolute error, in the units of the ratings (stars)."""
-    a, b = _paired(y_true, y_pred)
+def mae(y_true: np.ndarray, y_pred: np.ndarray,
+        clip: tuple[float, float] | None = None) -> float:
+    """Mean absolute error, in the units of the ratings (stars); ``clip`` as in :func:`rmse`."""
+    a, b = _paired(y_true, y_pred, clip)
     return float(np.mean(np.abs(a - b)))
 
 
-def _paired(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both inputs as float arrays, refusing shapes that numpy would silently broadcast."""
+def _paired(y_true: np.ndarray, y_pred: np.ndarray,
+            clip: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Both inputs as float arrays, refusing shapes that numpy would silently broadcast; the
+    predictions clipped to ``clip`` where given (the one clipping rule of every rating metric)."""
     a, b = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: y_true {a.shape} vs y_pred {b.shape}")
     if a.size == 0:
         raise ValueError("cannot score empty arrays")
-    return a, b
+    return a, b if clip is None else np.clip(b, *clip)
 
 
 def ndcg_at_k(ranked: Sequence[int], relevant: Relevance, k: int) -> float:

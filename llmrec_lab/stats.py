@@ -126,6 +126,17 @@ def runs_rmse_difference(runs: Sequence, a: str, b: str, masks: Sequence[np.ndar
                            [r.predictions[b][m] for r, m in zip(runs, keep)], level)
 
 
+def runs_ndcg_difference(runs: Sequence, a: str, b: str, level: float = 0.95) -> Interval:
+    """The paired interval of model ``a``'s NDCG loss (1 - NDCG) minus ``b``'s over the same
+    users, seeds pooled: negative means ``a`` ranks better, as for RMSE, and so says the verdict.
+
+    Each run (one seed) holds ``ndcg``, a table of NDCG per user (rows) and model (columns), as
+    the experiments of :mod:`llmrec_lab.experiments` return it.
+    """
+    return paired_interval([1 - r.ndcg[a].to_numpy() for r in runs],
+                           [1 - r.ndcg[b].to_numpy() for r in runs], level)
+
+
 def compare_rmse(y_true: PerSeed, predictions: Mapping[str, PerSeed], reference: str,
                  level: float = 0.95) -> pd.DataFrame:
     """Each model's RMSE difference from ``reference``, one row per model (the table a chapter

@@ -1,169 +1,55 @@
-"""A small trainer for (text pair -> rating) regression with a pretrained encoder.
+"""The training loop: fit ``model(input_ids, attention_mask, token_type_ids) -> (B,)`` to ratings.
 
 ``transformers.Trainer`` could run this, but it hides every step the course wants to show, and
 its generic input pipeline (a DataLoader collating Python lists each step) costs a short-text
 workload most of its speed: DESIGN.md measured the source's loop at 428 samples/s for bert-base
-and a tuned loop at 5,743 on one H200. So this file writes by hand what the ecosystem lacks and
-keeps each piece short:
+and a tuned loop at 5,743 on one H200. So the course writes by hand what the ecosystem lacks and
+keeps each piece short. Read this file in order, as you would nanoGPT's ``train.py``:
 
-- data: texts are tokenised once (fast tokenizer) into one matrix that moves to the training
-  device; a batch is gathered there by index, so the loop does no per-step host work.
-- length buckets: indices are shuffled, sorted by length within chunks of ``sort_chunk`` batches
-  and cut into batches, so a batch holds texts of similar length; each batch is padded to the
-  smallest of ``bucket_lengths`` that fits it, which keeps padding small and gives
-  ``torch.compile`` a handful of fixed shapes (``dynamic=True`` on varying lengths recompiled
-  itself down to 37 samples/s in DESIGN's measurements).
-- the step: autocast (bf16, or fp16 with loss scaling on GPUs without bf16), gradient
-  accumulation, clipping, AdamW (fused on CUDA) and a linear warmup-then-decay schedule. The loss
-  stays on the device; the host reads it every ``log_every`` steps, which is also when a NaN/inf
-  loss is caught and reported with the step it happened at.
-- evaluation, early stopping on validation RMSE (the best weights are restored at the end), and
-  checkpoints that resume exactly: model and best weights as safetensors, optimizer, scheduler,
-  loss scaler, RNG states and data position with ``torch.save`` (loaded only with
-  ``weights_only=True``), written into a temporary directory and renamed into place.
-- data parallel with plain ``torch.distributed`` (gloo on CPU, nccl on GPU): when a process group
-  is initialised, each process takes its slice of every global batch of
-  ``batch_size * world_size`` texts and DDP averages the gradients.
-- memory: :func:`state_bytes` counts the training state of a model exactly from its tensors
-  (every parameter, plus a gradient and AdamW's two moments for each trainable one), the cost
-  Chapter 3.1 compares between fine-tuning methods.
-
-Steps are counted from 0: ``step_hook(model, step)`` gets the index of the optimizer step just
-taken, as PEFT's AdaLoRA ``update_and_allocate`` expects; it runs before the gradients are cleared.
-``penalty(model)``, if given, returns a regulariser added to every micro-batch's MSE (or None):
-AdaLoRA's orthogonality penalty, which peft adds only to a loss the model computes itself. The
-logged training loss is the objective, penalty included.
+1. :class:`TrainConfig`: every setting of a run, with its default.
+2. ``Trainer.__init__``: the device, the seed, AdamW (:func:`llmrec_lab.optimizer.adamw`, fused
+   on CUDA), a linear warmup-then-decay schedule, and the model wrapped for DDP or
+   ``torch.compile`` if asked (:mod:`llmrec_lab.acceleration`, which a learner can skip).
+3. :meth:`Trainer.fit`: resume from the latest checkpoint if any (:mod:`llmrec_lab.checkpoints`),
+   then epochs of optimizer steps. :meth:`~Trainer.plan_epoch` gives an epoch's batches, texts
+   of similar length together, in an order that depends only on (seed, epoch)
+   (:mod:`llmrec_lab.text_batches`).
+4. :meth:`Trainer.train_step`: autocast (bf16, or fp16 with loss scaling on GPUs without bf16),
+   gradient accumulation, clipping, the optimizer and the schedule. The loss stays on the device;
+   the host reads it every ``log_every`` steps, which is also when a NaN/inf loss is caught and
+   reported with the step it happened at.
+5. :meth:`Trainer.evaluation_point`: every ``eval_every`` steps (or each epoch): the mean
+   training loss, validation RMSE and MAE, early stopping, the ``on_evaluate`` callback and a
+   checkpoint. At the end ``fit`` restores the weights of the best validation RMSE.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import random
+import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
-from llmrec_lab.config import pick_device, pick_dtype, seed_everything
-from llmrec_lab.io import atomic_folder, claim_folder, remove_folder
+from llmrec_lab.acceleration import compiled, data_parallel, process_group, training_device
+from llmrec_lab.checkpoints import resume, save_checkpoint
+from llmrec_lab.config import pick_dtype, seed_everything
+from llmrec_lab.io import claim_folder
 from llmrec_lab.metrics import mae, rmse
+from llmrec_lab.optimizer import adamw
+from llmrec_lab.text_batches import (Batch, TextPairDataset, device_batches, plan_batches,
+                                     plan_steps)
 
 StepHook = Callable[[nn.Module, int], None]
 Penalty = Callable[[nn.Module], torch.Tensor | None]
-Batch = tuple[torch.Tensor, int]  # (row indices on the data's device, padded length)
-
-
-class TextPairDataset:
-    """Tokenised text pairs and their ratings, as tensors that can live on the training device.
-
-    Rows are stored padded to the longest text only so they fit one matrix; a batch is cut back
-    to its own bucket length by :meth:`batch`. Optional ``features`` (one row of numbers per
-    pair) travel with the batch to the model's ``features`` argument.
-    """
-
-    def __init__(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
-                 lengths: torch.Tensor, labels: torch.Tensor,
-                 features: torch.Tensor | None = None) -> None:
-        rows = {"input_ids": input_ids.shape[0], "token_type_ids": token_type_ids.shape[0],
-                "lengths": len(lengths), "labels": len(labels)}
-        if features is not None:
-            rows["features"] = features.shape[0]
-        if len(set(rows.values())) > 1:
-            raise ValueError(f"every field needs one row per pair, got rows {rows}")
-        self.input_ids, self.token_type_ids = input_ids, token_type_ids
-        self.lengths, self.labels = lengths, labels.float()
-        self.features = None if features is None else features.float()
-        self.lengths_cpu = lengths.cpu().numpy()  # batches are planned on the host, without syncs
-
-    @classmethod
-    def from_texts(cls, tokenizer: PreTrainedTokenizerBase, left: Sequence[str],
-                   right: Sequence[str] | None, labels: Sequence[float],
-                   max_length: int = 128, features: np.ndarray | None = None) -> TextPairDataset:
-        """Tokenise every pair once (truncated to ``max_length`` tokens, not padded).
-
-        ``features``, one row of numbers per pair, reach the model as its ``features`` argument
-        (the KG vectors of Chapter 3.3, for example).
-        """
-        n = len(left)
-        if n == 0 or len(labels) != n or (right is not None and len(right) != n):
-            raise ValueError(f"got {n} left texts, "
-                             f"{'no' if right is None else len(right)} right texts and "
-                             f"{len(labels)} labels; they must match and not be empty")
-        enc = tokenizer(list(left), None if right is None else list(right), truncation=True,
-                        max_length=max_length, return_attention_mask=False,
-                        return_token_type_ids=True)
-        rows, types = enc["input_ids"], enc["token_type_ids"]
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
-        ids = np.full((n, lengths.max()), tokenizer.pad_token_id, dtype=np.int32)
-        tt = np.zeros(ids.shape, dtype=np.int8)
-        for i, length in enumerate(lengths):
-            ids[i, :length], tt[i, :length] = rows[i], types[i]
-        return cls(torch.from_numpy(ids), torch.from_numpy(tt), torch.from_numpy(lengths),
-                   torch.as_tensor(np.asarray(labels, dtype=np.float32)),
-                   None if features is None else torch.as_tensor(features, dtype=torch.float32))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def width(self) -> int:
-        """The longest text, in tokens."""
-        return self.input_ids.shape[1]
-
-    def to(self, device: torch.device) -> TextPairDataset:
-        """The same data on ``device`` (itself if it is already there)."""
-        if self.input_ids.device == device:
-            return self
-        return TextPairDataset(self.input_ids.to(device), self.token_type_ids.to(device),
-                               self.lengths.to(device), self.labels.to(device),
-                               None if self.features is None else self.features.to(device))
-
-    def batch(self, idx: torch.Tensor, pad_to: int) -> dict[str, torch.Tensor]:
-        """Gather rows ``idx`` (on the data's device) and cut them to ``pad_to`` tokens."""
-        positions = torch.arange(pad_to, device=idx.device)
-        batch = {"input_ids": self.input_ids[idx, :pad_to].long(),
-                 "attention_mask": (positions < self.lengths[idx, None]).long(),
-                 "token_type_ids": self.token_type_ids[idx, :pad_to].long(),
-                 "labels": self.labels[idx]}
-        if self.features is not None:
-            batch["features"] = self.features[idx]
-        return batch
-
-
-def plan_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
-                 sort_chunk: int = 50) -> list[np.ndarray]:
-    """Cut row indices into batches of texts of similar length.
-
-    With ``rng``: shuffle, sort by length within chunks of ``sort_chunk`` batches, cut, and
-    shuffle the batches (``sort_chunk=1`` gives plain random batches). Without: sort everything,
-    which is what evaluation wants.
-    """
-    if rng is None:
-        order = np.argsort(lengths, kind="stable")
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    order, chunk, batches = rng.permutation(len(lengths)), batch_size * sort_chunk, []
-    for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def pad_length(longest: int, buckets: Sequence[int] | None, width: int) -> int:
-    """The smallest bucket that fits ``longest`` tokens (else ``longest``), capped at ``width``."""
-    fits = [b for b in buckets or () if b >= longest]
-    return min(min(fits) if fits else longest, width)
+OnEvaluate = Callable[["Trainer", dict, np.ndarray | None], None]
 
 
 @dataclass
@@ -195,33 +81,46 @@ class TrainConfig:
 
 
 class Trainer:
-    """Fits ``model(input_ids, attention_mask, token_type_ids) -> (B,)`` to ratings by MSE,
-    plus ``penalty(model)`` where given."""
+    """Fits ``model`` to ratings by MSE, plus ``penalty(model)`` where given.
+
+    Hooks, all optional. ``step_hook(model, step)`` gets the index (from 0) of the optimizer step
+    just taken, as PEFT's AdaLoRA ``update_and_allocate`` expects; it runs before the gradients
+    are cleared. ``penalty(model)`` returns a regulariser added to every micro-batch's MSE (or
+    None): AdaLoRA's orthogonality penalty, which peft adds only to a loss the model computes
+    itself; the logged training loss is the objective, penalty included.
+    ``on_evaluate(trainer, record, valid_pred)`` runs at each evaluation point with the record
+    about to join ``history`` (add what you measure to it, e.g. a ``train_rmse``) and the
+    validation predictions (None without validation data); ``trainer.improved`` says whether
+    these weights are, so far, the ones ``fit`` keeps. ``eval_seconds`` sums the time spent in
+    evaluation points, callbacks included, for callers that time the training alone.
+    """
 
     def __init__(self, model: nn.Module, config: TrainConfig, train_data: TextPairDataset,
                  valid_data: TextPairDataset | None = None,
-                 step_hook: StepHook | None = None, penalty: Penalty | None = None) -> None:
+                 step_hook: StepHook | None = None, penalty: Penalty | None = None,
+                 on_evaluate: OnEvaluate | None = None) -> None:
         self.config, self.step_hook, self.penalty = config, step_hook, penalty
-        distributed = dist.is_available() and dist.is_initialized()
-        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        self.device = self._device()
+        self.on_evaluate = on_evaluate
+        self.rank, self.world = process_group()
+        self.device = training_device(config.device, self.rank, self.world)
         seed_everything(config.seed + self.rank)  # dropout differs across processes
         self.model = model.to(self.device)
         self.train_data = train_data.to(self.device)
         self.valid_data = valid_data.to(self.device) if valid_data is not None else None
         self.dtype = pick_dtype(self.device) if config.amp else torch.float32
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.optimizer = self._optimizer()
+        self.optimizer = adamw(self.model, config.lr, config.weight_decay, config.head_lr,
+                               fused=self.device.type == "cuda")
         self.steps_per_epoch = len(self.plan_epoch(0))
         total = self.steps_per_epoch * config.epochs
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, round(config.warmup_ratio * total), total)
-        self.ddp = (DistributedDataParallel(self.model, device_ids=self._device_ids())
-                    if self.world > 1 else None)
-        self.train_model = self._compiled(self.ddp or self.model)
+        self.ddp = data_parallel(self.model, self.device, self.world)
+        self.train_model = compiled(self.ddp or self.model, config.compile, config.bucket_lengths)
         self.step = self.epoch = self.position = self.bad_evals = 0
         self.best_rmse, self.stopped, self.history = math.inf, False, []
-        self._best_state: dict[str, torch.Tensor] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None  # on the CPU
+        self.improved, self.eval_seconds = False, 0.0
         self._losses: list[torch.Tensor] = []  # per-step losses not yet read by the host
         self._loss_sum, self._loss_count = 0.0, 0
         self.writer: SummaryWriter | None = None
@@ -230,104 +129,50 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    # --- setup -------------------------------------------------------------------------------
-
-    def _device(self) -> torch.device:
-        device = pick_device(self.config.device)
-        if device.type == "cuda" and device.index is None:  # so data.to() sees it is there
-            local = (int(os.environ.get("LOCAL_RANK", self.rank % torch.cuda.device_count()))
-                     if self.world > 1 else torch.cuda.current_device())
-            device = torch.device("cuda", local)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        return device
-
-    def _device_ids(self) -> list[int] | None:
-        return [self.device.index] if self.device.type == "cuda" else None
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        """AdamW; weight decay on matrices only; ``head_lr`` for the head's parameters."""
-        cfg, groups = self.config, {}
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                head = cfg.head_lr is not None and name.startswith("head.")
-                key = (cfg.head_lr if head else cfg.lr, cfg.weight_decay if p.ndim >= 2 else 0.0)
-                groups.setdefault(key, []).append(p)
-        return torch.optim.AdamW([{"params": ps, "lr": lr, "weight_decay": wd}
-                                  for (lr, wd), ps in groups.items()],
-                                 lr=cfg.lr, fused=self.device.type == "cuda")
-
-    def _compiled(self, model: nn.Module) -> nn.Module:
-        if not self.config.compile:
-            return model
-        # One static graph per (batch size, bucket length): allow a full and a last, smaller
-        # batch per bucket before dynamo gives up and falls back to eager.
-        limit = 2 * len(self.config.bucket_lengths or ()) + 2
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
-        mode = "default" if self.config.compile is True else self.config.compile
-        return torch.compile(model, mode=mode, dynamic=False)
-
     def plan_epoch(self, epoch: int) -> list[list[Batch]]:
-        """This process's optimizer steps for ``epoch``: groups of ``grad_accum`` micro-batches.
-
-        The order depends only on (seed, epoch), so a resumed run replays it exactly.
-        """
-        cfg, data = self.config, self.train_data
-        rng = np.random.default_rng([cfg.seed, epoch])
-        batches = [np.array_split(b, self.world)[self.rank]
-                   for b in plan_batches(data.lengths_cpu, cfg.batch_size * self.world, rng,
-                                         cfg.sort_chunk)
-                   if len(b) >= self.world]  # every process needs at least one text
-        micro = list(zip(_on_device(batches, data.input_ids.device),
-                         _pad_lengths(batches, data, cfg.bucket_lengths)))
-        return [micro[i:i + cfg.grad_accum] for i in range(0, len(micro), cfg.grad_accum)]
-
-    # --- training ----------------------------------------------------------------------------
+        """This process's optimizer steps for ``epoch`` (:func:`~.text_batches.plan_steps`): the
+        order depends only on (seed, epoch), so a resumed run replays it exactly."""
+        cfg = self.config
+        return plan_steps(self.train_data, np.random.default_rng([cfg.seed, epoch]),
+                          cfg.batch_size, cfg.sort_chunk, cfg.bucket_lengths, cfg.grad_accum,
+                          self.rank, self.world)
 
     def fit(self) -> list[dict]:
         """Train, evaluating and checkpointing as configured; return one record per evaluation."""
-        if self.config.checkpoint_dir:
-            self._resume()
+        cfg = self.config
+        if cfg.checkpoint_dir:
+            resume(self)
         self.model.train()
-        if self.config.log_dir and self.is_main:  # TensorBoard adds files; it removes none
-            self.writer = SummaryWriter(claim_folder(self.config.log_dir, "TensorBoard logs"))
+        if cfg.log_dir and self.is_main:  # TensorBoard adds files; it removes none
+            self.writer = SummaryWriter(claim_folder(cfg.log_dir, "TensorBoard logs"))
         # Only rank 0 shows a bar. Passed explicitly, disable=False would override TQDM_DISABLE=1
         # (make book's way of keeping bars out of the pages), so rank 0 passes nothing.
-        quiet = {} if self.is_main else {"disable": True}
-        bar = tqdm(total=self.steps_per_epoch * self.config.epochs, initial=self.step,
-                   desc="train", **quiet)
+        bar = tqdm(total=self.steps_per_epoch * cfg.epochs, initial=self.step, desc="train",
+                   **({} if self.is_main else {"disable": True}))
         try:
-            self._loop(bar)
+            while self.epoch < cfg.epochs and not self.stopped:
+                steps = self.plan_epoch(self.epoch)
+                while self.position < len(steps) and not self.stopped:
+                    self.train_step(steps[self.position])
+                    self.position, self.step = self.position + 1, self.step + 1
+                    bar.update()
+                    if len(self._losses) >= cfg.log_every:
+                        bar.set_postfix(loss=f"{self._flush_losses():.4f}")
+                    if cfg.eval_every and self.step % cfg.eval_every == 0:
+                        self.evaluation_point()
+                if self.position == len(steps):
+                    self.epoch, self.position = self.epoch + 1, 0
+                    if not cfg.eval_every:
+                        self.evaluation_point()
+            if not self.history or self.history[-1]["step"] != self.step:
+                self.evaluation_point()
         finally:
             bar.close()
             if self.writer:
                 self.writer.close()
-        if self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
         return self.history
-
-    def _loop(self, bar: tqdm) -> None:
-        cfg = self.config
-        while self.epoch < cfg.epochs and not self.stopped:
-            steps = self.plan_epoch(self.epoch)
-            while self.position < len(steps) and not self.stopped:
-                self._train_step(steps[self.position])
-                self.position, self.step = self.position + 1, self.step + 1
-                bar.update()
-                if len(self._losses) >= cfg.log_every:
-                    bar.set_postfix(loss=f"{self._flush_losses():.4f}")
-                if cfg.eval_every and self.step % cfg.eval_every == 0:
-                    self._eval_point()
-            if self.position == len(steps):
-                self.epoch, self.position = self.epoch + 1, 0
-                if not cfg.eval_every:
-                    self._eval_point()
-        if not self.history or self.history[-1]["step"] != self.step:
-            self._eval_point()
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.dtype,
-                              enabled=self.dtype != torch.float32)
 
     def objective(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of one batch (with ``labels``): MSE, plus the penalty if any.
@@ -341,12 +186,12 @@ class Trainer:
         extra = self.penalty(self.model) if self.penalty else None
         return loss if extra is None else loss + extra
 
-    def _train_step(self, group: list[Batch]) -> None:
+    def train_step(self, group: list[Batch]) -> None:
         """One optimizer step over ``group``'s micro-batches; the loss stays on the device."""
         total = torch.zeros((), device=self.device)
         for i, (index, pad_to) in enumerate(group):
             batch = self.train_data.batch(index, pad_to)
-            last = i == len(group) - 1
+            last = i == len(group) - 1  # DDP averages the gradients after the last one only
             with self.ddp.no_sync() if self.ddp and not last else contextlib.nullcontext():
                 loss = self.objective(batch) / len(group)
                 self.scaler.scale(loss).backward()
@@ -380,47 +225,59 @@ class Trainer:
         self._loss_count += len(values)
         return sum(values) / len(values)
 
-    def _eval_point(self) -> None:
-        """Record the training loss, evaluate, update early stopping, checkpoint."""
+    def evaluation_point(self) -> None:
+        """Record the training loss, evaluate, update early stopping, call ``on_evaluate``,
+        checkpoint. ``eval_seconds`` counts from after the host has read the losses: that read
+        waits for the training steps still running on the device, which are training time."""
         self._flush_losses()
-        record = {"step": self.step, "epoch": self.epoch,
-                  "lr": self.scheduler.get_last_lr()[0],
+        start = time.perf_counter()
+        record = {"step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0],
                   "train_loss": self._loss_sum / max(self._loss_count, 1)}
         self._loss_sum, self._loss_count = 0.0, 0
+        pred = None
         if self.valid_data is not None:
-            metrics = self.evaluate(self.valid_data)
+            pred = self.predict(self.valid_data)
+            metrics = self.evaluate(self.valid_data, pred)
             record.update(valid_rmse=metrics["rmse"], valid_mae=metrics["mae"])
-            self._early_stopping(metrics["rmse"])
+        self.improved = self._early_stopping(record.get("valid_rmse"))
+        if self.on_evaluate:
+            self.on_evaluate(self, record, pred)
         self.history.append(record)
-        if self.writer:
-            for key in ("lr", "valid_rmse", "valid_mae"):
-                if key in record:
-                    self.writer.add_scalar(key.replace("_", "/", 1), record[key], self.step)
+        for key in ("lr", "valid_rmse", "valid_mae"):
+            if self.writer and key in record:
+                self.writer.add_scalar(key.replace("_", "/", 1), record[key], self.step)
         if self.config.checkpoint_dir:
-            self.save_checkpoint()
+            save_checkpoint(self)
+        self.eval_seconds += time.perf_counter() - start
 
-    def _early_stopping(self, valid_rmse: float) -> None:
+    def _early_stopping(self, valid_rmse: float | None) -> bool:
+        """Whether these weights are the best so far (then a copy is kept); sets ``stopped``
+        after ``patience`` evaluations in a row without a better validation RMSE."""
+        if valid_rmse is None:  # no validation data: fit() keeps the latest weights
+            return True
         if valid_rmse < self.best_rmse:
             self.best_rmse, self.bad_evals = valid_rmse, 0
-            self._best_state = {k: v.detach().to("cpu", copy=True)
-                                for k, v in self.model.state_dict().items()}
-        else:
-            self.bad_evals += 1
-            patience = self.config.patience
-            self.stopped = patience is not None and self.bad_evals >= patience
+            self.best_state = {k: v.detach().to("cpu", copy=True)
+                               for k, v in self.model.state_dict().items()}
+            return True
+        self.bad_evals += 1
+        patience = self.config.patience
+        self.stopped = patience is not None and self.bad_evals >= patience
+        return False
 
-    # --- evaluation --------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype,
+                              enabled=self.dtype != torch.float32)
 
     @torch.no_grad()
     def predict(self, data: TextPairDataset) -> np.ndarray:
         """Predicted ratings for every row of ``data``, in its order (uncompiled, eval mode)."""
-        data, cfg = data.to(self.device), self.config
+        data = data.to(self.device)
         was_training = self.model.training
         self.model.eval()
         out = torch.empty(len(data), device=self.device)
-        batches = plan_batches(data.lengths_cpu, cfg.eval_batch_size, None)
-        for idx, pad_to in zip(_on_device(batches, self.device),
-                               _pad_lengths(batches, data, cfg.bucket_lengths)):
+        batches = plan_batches(data.lengths_cpu, self.config.eval_batch_size, None)
+        for idx, pad_to in device_batches(data, batches, self.config.bucket_lengths):
             batch = data.batch(idx, pad_to)
             batch.pop("labels")
             with self._autocast():
@@ -428,103 +285,10 @@ class Trainer:
         self.model.train(was_training)
         return out.cpu().numpy()
 
-    def evaluate(self, data: TextPairDataset) -> dict[str, float]:
-        """RMSE and MAE of the predictions on ``data`` (every process evaluates all of it)."""
-        truth, pred = data.labels.cpu().numpy(), self.predict(data)
-        if self.config.clip is not None:
-            pred = np.clip(pred, *self.config.clip)
-        return {"rmse": rmse(truth, pred), "mae": mae(truth, pred)}
+    def evaluate(self, data: TextPairDataset, pred: np.ndarray | None = None) -> dict[str, float]:
+        """RMSE and MAE on ``data`` of ``pred`` (default: :meth:`predict`), clipped to
+        ``config.clip``; every process evaluates all of it."""
+        truth, clip = data.labels.cpu().numpy(), self.config.clip
+        pred = self.predict(data) if pred is None else pred
+        return {"rmse": rmse(truth, pred, clip=clip), "mae": mae(truth, pred, clip=clip)}
 
-    # --- checkpoints -------------------------------------------------------------------------
-
-    def save_checkpoint(self) -> Path | None:
-        """Write ``step-<n>/`` atomically (:func:`llmrec_lab.io.atomic_folder`), drop older ones.
-
-        The checkpoint folder must be absent, empty or ours (:func:`llmrec_lab.io.claim_folder`).
-        Every process must call it: the RNG states of all processes are gathered to rank 0.
-        Returns the directory on rank 0, ``None`` elsewhere.
-        """
-        rng = self._rng_state()
-        rngs = [rng] * self.world
-        if self.world > 1:
-            dist.all_gather_object(rngs, rng)
-        if not self.is_main:
-            return None
-        root = claim_folder(self.config.checkpoint_dir, "trainer checkpoints")
-        final = root / f"step-{self.step:08d}"
-        with atomic_folder(final, "trainer checkpoint") as tmp:
-            save_model(self.model, str(tmp / "model.safetensors"))
-            if self._best_state is not None:
-                save_file(self._best_state, str(tmp / "best.safetensors"))
-            # optimizer, scheduler and RNG states are nested Python objects: torch.save, loaded
-            # back with weights_only=True
-            torch.save(self._state(rngs), tmp / "state.pt")
-        for old in root.glob("step-*"):
-            if old != final:
-                remove_folder(old)
-        return final
-
-    def _state(self, rngs: list[dict]) -> dict:
-        return {"step": self.step, "epoch": self.epoch, "position": self.position,
-                "best_rmse": self.best_rmse, "bad_evals": self.bad_evals,
-                "stopped": self.stopped, "history": self.history,
-                "batch_size": self.config.batch_size, "world_size": self.world,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rngs}
-
-    def _resume(self) -> None:
-        found = sorted(Path(self.config.checkpoint_dir).glob("step-*"))
-        if not found:
-            return
-        path = found[-1]
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-        saved = (state["batch_size"], state["world_size"])
-        if saved != (self.config.batch_size, self.world):
-            raise ValueError(f"{path} was saved with batch_size={saved[0]} on {saved[1]} "
-                             f"process(es); this run has {self.config.batch_size} on "
-                             f"{self.world}, so the data order would not replay")
-        load_model(self.model, str(path / "model.safetensors"), device=str(self.device))
-        if (path / "best.safetensors").exists():
-            self._best_state = load_file(str(path / "best.safetensors"))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        for key in ("step", "epoch", "position", "best_rmse", "bad_evals", "stopped", "history"):
-            setattr(self, key, state[key])
-        _set_rng_state(state["rng"][self.rank])
-
-    def _rng_state(self) -> dict:
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        return {"python": random.getstate(),
-                "numpy": (name, keys.tolist(), pos, has_gauss, gauss),  # plain types: weights_only
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def state_bytes(model: nn.Module) -> int:
-    """Bytes of the training state: parameters, plus gradient and two AdamW moments if trainable."""
-    total = 0
-    for p in model.parameters():
-        size = p.numel() * p.element_size()
-        total += size * (4 if p.requires_grad else 1)
-    return total
-
-
-def _on_device(batches: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
-    """All batches' indices in one host-to-device copy: a copy per step could stall the GPU."""
-    return torch.from_numpy(np.concatenate(batches)).to(device).split([len(b) for b in batches])
-
-
-def _pad_lengths(batches: list[np.ndarray], data: TextPairDataset,
-                 buckets: Sequence[int] | None) -> list[int]:
-    return [pad_length(int(data.lengths_cpu[b].max()), buckets, data.width) for b in batches]
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -25,9 +25,11 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from llmrec_lab.encoders.text import resolve_model_path
 
-from llmrec_lab.editions import strip_sources, student_config
-
 ROOT = Path(__file__).resolve().parents[1]
+# The editions script is book tooling (book/tools/), not a module of the library.
+sys.path.insert(0, str(ROOT / "book" / "tools"))
+from editions import strip_sources, student_config  # noqa: E402
+
 CI_CACHE = ROOT / "_build" / ".jupyter_cache_ci"
 EXECUTED = ("notebooks/lab01_meet_the_world",)  # the cheapest lab with plots
 

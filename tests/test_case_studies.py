@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_lab.data.splits import split_for
-from llmrec_lab.data.world import make_world
+from llmrec_lab.splits import split_for
+from llmrec_lab.world import make_world
 from llmrec_lab.evaluation import NOISE_FLOOR, evaluate, ndcg_per_user
 from llmrec_lab.experiments.case_studies import (BASELINE, ID_ONLY, SYSTEMS, WHOLE, LongRun,
                                                   best_part,

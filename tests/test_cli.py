@@ -5,8 +5,8 @@ import pytest
 
 from llmrec_lab.cli import main
 from llmrec_lab.config import ParameterError
-from llmrec_lab.data.movielens import write_fixture
-from llmrec_lab.data.world import World
+from llmrec_lab.datasets.movielens import write_fixture
+from llmrec_lab.world import World
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -125,7 +125,7 @@ def test_unexpected_errors_are_one_line_unless_debug(tmp_path, capsys, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr("llmrec_lab.data.world.make_world", broken)
+    monkeypatch.setattr("llmrec_lab.world.make_world", broken)
     argv = ["world", "shop", "--out", str(tmp_path / "w")]
     code, _, err = run(capsys, *argv)
     assert code == 2 and err == "llmrec-lab world: error: RuntimeError: disk on fire second line\n"
@@ -167,8 +167,8 @@ def test_tuning_methods_spelled_out_for_the_parser_match_the_library():
 @pytest.mark.parametrize("method, setting", [("frozen", "warm"), ("lora", "cold")])
 def test_finetune_tower_reports_mf_and_biases_on_the_same_split(tiny_bert, own_cache, capsys,
                                                                 method, setting):
-    from llmrec_lab.data.splits import split_for
-    from llmrec_lab.data.world import make_world
+    from llmrec_lab.splits import split_for
+    from llmrec_lab.world import make_world
     from llmrec_lab.metrics import rmse
     from llmrec_lab.models.baselines import make_model
 
@@ -201,7 +201,7 @@ def test_evaluate_cold_items_holds_out_whole_items_over_five_seeds(tmp_path, cap
     from argparse import Namespace
 
     from llmrec_lab.cli import _folds
-    from llmrec_lab.data.movielens import load_movielens
+    from llmrec_lab.datasets.movielens import load_movielens
 
     write_fixture("ml-100k", tmp_path, n_users=40, n_items=30, n_ratings=500)
     data = load_movielens("ml-100k", tmp_path)

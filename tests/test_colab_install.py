@@ -102,7 +102,7 @@ def test_the_install_line_replays_in_a_fresh_venv(tmp_path):
     assert not installed & PREINSTALLED, f"pip installed {installed & PREINSTALLED}"
 
     step = ("import llmrec_lab, torch\n"
-            "from llmrec_lab.data.world import make_world\n"
+            "from llmrec_lab.world import make_world\n"
             "from llmrec_lab.models.baselines import make_model\n"
             "world = make_world('shop', 'ci', n_days=5)\n"
             "model = make_model('biases').fit(world.ratings)\n"

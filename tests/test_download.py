@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmrec_lab.data.download import ChecksumError, download, extract_zip, file_digest
+from llmrec_lab.datasets.download import ChecksumError, download, extract_zip, file_digest
 from llmrec_lab.io import MARKER, FolderNotOurs
 
 PAYLOAD = b"user_id\titem_id\n" * 1000

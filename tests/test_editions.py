@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, toc_pages
-from llmrec_lab.editions import main, strip_solutions, strip_solutions_text, student_config
+from editions import main, strip_solutions, strip_solutions_text, student_config
 
 NOTEBOOKS = sorted(ROOT.glob("book/*.ipynb")) + sorted(ROOT.glob("notebooks/*.ipynb"))
 SOLUTION = 'class="solution dropdown admonition"'

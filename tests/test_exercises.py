@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from llmrec_lab.data.splits import cold_start_items, leave_last_out, random_split, temporal_split
-from llmrec_lab.data.world import make_world
+from llmrec_lab.splits import cold_start_items, leave_last_out, random_split, temporal_split
+from llmrec_lab.world import make_world
 from llmrec_lab.exercises import ExerciseError, check_ndcg, check_rmse, check_split_no_leakage
 from llmrec_lab.exercises import check_attention, check_transe_score
 from llmrec_lab.exercises import check_gap_closed, check_lora_params
 from llmrec_lab.exercises import check_masked_mse, check_paired_interval
+from llmrec_lab.exercises import check_history, check_token_accuracy
 from llmrec_lab.lus.metrics import gap_closed
 from llmrec_lab.metrics import ndcg_at_k, rmse
 from llmrec_lab.stats import paired_interval
@@ -309,3 +310,101 @@ def _spread(a, b):
 def test_check_paired_interval_explains_what_is_wrong(answer, explanation):
     with pytest.raises(ExerciseError, match=re.escape(explanation)):
         check_paired_interval(answer)
+
+
+def _token_accuracy(labels, predictions, ignore_index=-100):
+    scored = labels != ignore_index
+    return float((labels == predictions)[scored].mean())
+
+
+def test_check_token_accuracy_accepts_a_plain_answer_and_torch():
+    import torch
+
+    def with_torch(labels, predictions, ignore_index=-100):
+        labels, predictions = torch.as_tensor(labels), torch.as_tensor(predictions)
+        scored = labels.ne(ignore_index)
+        return (labels.eq(predictions) & scored).sum().item() / scored.sum().item()
+
+    assert check_token_accuracy(_token_accuracy) == "check_token_accuracy: all 2 checks passed"
+    assert "passed" in check_token_accuracy(with_torch)
+
+
+def _per_sentence(labels, predictions, ignore_index=-100):
+    return float(np.mean([(l == p)[l != ignore_index].mean()
+                          for l, p in zip(labels, predictions)]))
+
+
+@pytest.mark.parametrize("answer, explanation", [
+    (lambda l, p, ignore_index=-100: float(np.mean((l == p) | (l == ignore_index))),
+     "counted as correct, as in the source's report"),
+    (lambda l, p, ignore_index=-100: float(np.mean(l == p)), "ignored positions counted as wrong"),
+    (_per_sentence, "mean of the sentences' accuracies"),
+    (lambda l, p, ignore_index=-100: 100 * _token_accuracy(l, p, ignore_index),
+     re.escape("a percentage: return the fraction (0.7), not the percentage (70)")),
+    (lambda l, p, ignore_index=-100: int(((l == p) & (l != ignore_index)).sum()),
+     "number of correct positions"),
+    (lambda l, p, ignore_index=-100: float((l == p)[l == ignore_index].mean()),
+     "ignored positions scored instead of the others"),
+    (lambda l, p, ignore_index=-100: float((l == p)[l != 0].mean()), "tag O .id 0. skipped"),
+    (lambda l, p, ignore_index=-100: float((l == p)[(l != 0) & (l != ignore_index)].mean()),
+     "tag O .id 0. skipped"),
+    (lambda l, p, ignore_index=-100: _token_accuracy(l, p), "use the argument, not a hard-coded"),
+    (lambda l, p: _token_accuracy(l, p), "raised TypeError"),
+    (lambda l, p, ignore_index=-100: "high", "not a number"),
+    (lambda l, p, ignore_index=-100: 0.5,
+     re.escape("expected 7 correct of the 10 scored positions = 0.7000.")),
+])
+def test_check_token_accuracy_explains_what_is_wrong(answer, explanation):
+    with pytest.raises(ExerciseError, match=explanation):
+        check_token_accuracy(answer)
+
+
+def _history(ratings, user_id, timestamp, before=lambda t, ts: t < ts, newest_first=False,
+             by=("timestamp",), sort=True, everyone=False):
+    """The item ids of a rating's history, with switches for the usual mistakes."""
+    mine = ratings if everyone else ratings[ratings["user_id"] == user_id]
+    mine = mine[before(mine["timestamp"], timestamp)]
+    if sort:
+        mine = mine.sort_values(list(by), ascending=not newest_first, kind="stable")
+    return mine["item_id"].tolist()
+
+
+def test_check_history_matches_build_examples():
+    """A history the check accepts is the one build_examples renders, for every row of a world."""
+    from llmrec_lab.models.plm_rater import build_examples, render_example
+
+    world = make_world("shop", "ci", seed=0, n_days=5)
+    ratings = world.ratings.sample(frac=1.0, random_state=0)  # not in time order
+    texts = world.items.set_index("item_id")["text"]
+    rated = ratings.set_index(["user_id", "item_id"])["rating"]
+    rows = ratings.head(50)
+    pairs, _ = build_examples(rows, world.items, max_history=3, context=ratings)
+    for row, pair in zip(rows.itertuples(), pairs):
+        history = [(texts[i], rated[row.user_id, i])
+                   for i in _history(ratings, row.user_id, row.timestamp)]
+        assert render_example(history, pair[1], 3) == pair
+    assert check_history(_history) == "check_history: all 3 checks passed"
+
+
+@pytest.mark.parametrize("answer, explanation", [
+    (lambda r, u, t: _history(r, u, t, before=lambda x, ts: x <= ts), "the rating at 300 itself"),
+    (lambda r, u, t: _history(r, u, t, before=lambda x, ts: x == x), "all of the user's ratings"),
+    (lambda r, u, t: _history(r, u, t, before=lambda x, ts: x != ts), "ratings after 300"),
+    (lambda r, u, t: _history(r, u, t, newest_first=True), "newest first"),
+    (lambda r, u, t: _history(r, u, t)[::-1], "newest first"),
+    (lambda r, u, t: _history(r, u, t, everyone=True), re.escape("other users' ratings are in it "
+                                                                 "(items [20, 21])")),
+    (lambda r, u, t: _history(r, u, t, sort=False), "the table's order"),
+    (lambda r, u, t: _history(r, u, t, by=("timestamp", "item_id")), "same timestamp"),
+    (lambda r, u, t: r[(r.user_id == u) & (r.timestamp < t)].sort_values("timestamp"),
+     "returned the rows"),
+    (lambda r, u, t: set(_history(r, u, t)), "keeps no order"),
+    (lambda r, u, t: _history(r.groupby("user_id").get_group(u), u, t),
+     "raised KeyError.*empty history"),
+    (lambda r, u, t: [(i, t) for i in _history(r, u, t)], "not a list of item ids"),
+    (lambda r, u, t: _history(r, u, t)[1:],  # no hint: the message ends with the table
+     re.escape("returned [13, 12], expected [11, 13, 12]") + r".*\(1, 14, 400\)\)\.$"),
+])
+def test_check_history_explains_what_is_wrong(answer, explanation):
+    with pytest.raises(ExerciseError, match=explanation):
+        check_history(answer)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from llmrec_lab.cli import main
-from llmrec_lab.data.movielens import write_fixture
+from llmrec_lab.datasets.movielens import write_fixture
 from llmrec_lab.experiments import cross_encoder
 from llmrec_lab.experiments.cross_encoder import FinetuneSettings, make_examples, run_method
 from llmrec_lab.metrics import rmse
@@ -98,16 +98,17 @@ def test_run_method_adds_adalora_penalty_to_every_step(tiny_bert, monkeypatch):
 def test_kept_predictions_are_those_of_the_restored_weights(tiny_bert, monkeypatch):
     checked = []
 
-    class Checking(cross_encoder._CurveTrainer):
+    class Checking(cross_encoder.Trainer):
         def fit(self):
             history = super().fit()
             valid = [h["valid_rmse"] for h in history]
             checked.append(valid.index(min(valid)) < len(valid) - 1)  # the best is not the last
-            for name, data in (("probe", self.probe), ("valid", self.valid_data)):
-                np.testing.assert_array_equal(self.kept[name], self.predict(data), err_msg=name)
+            curve = self.on_evaluate
+            for name, data in (("probe", curve.probe), ("valid", self.valid_data)):
+                np.testing.assert_array_equal(curve.kept[name], self.predict(data), err_msg=name)
             return history
 
-    monkeypatch.setattr(cross_encoder, "_CurveTrainer", Checking)
+    monkeypatch.setattr(cross_encoder, "Trainer", Checking)
     train, valid, test, items = frames()
     settings = replace(TINY, evals_per_epoch=3, lr=0.3)  # too high: the later points get worse
     run_method("full", make_examples(train, valid, test, items, settings), settings,

@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_lab.data.splits import split_for
-from llmrec_lab.data.world import make_world
-from llmrec_lab.experiments.text_tower import (compare_towers, ndcg_difference, pooled_table,
+from llmrec_lab.splits import split_for
+from llmrec_lab.world import make_world
+from llmrec_lab.experiments.text_tower import (compare_towers, fit_fusion, pooled_table,
                                                tune_tower)
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import make_model
-from llmrec_lab.stats import rmse_difference
+from llmrec_lab.stats import rmse_difference, runs_ndcg_difference
 
 
 @pytest.fixture
@@ -45,6 +45,19 @@ def test_every_model_predicts_the_same_test_ratings(world, runs):
     assert run.ndcg.notna().all().all() and ((run.ndcg >= 0) & (run.ndcg <= 1)).all().all()
 
 
+def test_fusion_joins_on_the_same_test_ratings(world, tiny_bert, own_cache):
+    """With ``fusion=True`` the fusion model of text and ID predicts the same ratings, is
+    ranked for the same users, and is the model :func:`fit_fusion` fits on that split."""
+    run = compare_towers(world, "warm", 1, methods=("frozen",), encoder=tiny_bert, fusion=True)
+    assert list(run.predictions) == ["global-mean", "biases", "mf", "tower-frozen", "fusion"]
+    assert list(run.ndcg.columns) == [*run.predictions, "noise floor"]
+    assert "fusion" not in run.cost.index and "fusion" not in run.probe.index
+    train, valid, test = split_for(world.ratings, "warm", seed=1)
+    fusion = fit_fusion(world, train, valid, 1, tiny_bert)
+    assert np.array_equal(run.predictions["fusion"],
+                          fusion.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy()))
+
+
 def test_table_and_cost_describe_each_model(runs):
     run = runs[0]
     table = run.table()
@@ -71,12 +84,12 @@ def test_pooled_table_pairs_the_seeds(runs):
     assert table.loc["tower-frozen", "minus tower-frozen"] == ""
 
 
-def test_ndcg_difference_is_negative_when_the_first_ranks_better(runs):
-    better = ndcg_difference(runs, "noise floor", "global-mean")
+def test_runs_ndcg_difference_is_negative_when_the_first_ranks_better(runs):
+    better = runs_ndcg_difference(runs, "noise floor", "global-mean")
     assert better.estimate == pytest.approx(np.mean([r.ndcg["global-mean"].mean()
                                                      - r.ndcg["noise floor"].mean()
                                                      for r in runs]))
-    assert ndcg_difference(runs, "mf", "mf").estimate == 0
+    assert runs_ndcg_difference(runs, "mf", "mf").estimate == 0
 
 
 def test_bad_methods_are_named(world, tiny_bert):
@@ -116,7 +129,7 @@ def test_train_size_keeps_nested_subsets_and_the_same_test(world, tiny_bert, own
 
 
 def test_fit_tower_starts_from_mf_and_stops_on_its_own_share(world, tiny_bert, own_cache):
-    from llmrec_lab.data.splits import random_split
+    from llmrec_lab.splits import random_split
     from llmrec_lab.experiments.text_tower import VALID_FRAC, fit_tower
 
     ratings = world.ratings

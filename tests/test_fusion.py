@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from llmrec_lab import cli
-from llmrec_lab.data.splits import split_for
-from llmrec_lab.data.world import make_world
+from llmrec_lab.splits import split_for
+from llmrec_lab.world import make_world
 from llmrec_lab.evaluation import evaluate
 from llmrec_lab.models.fusion import (FusionRater, ItemFeatures, reduce_content,
                                       world_item_features)

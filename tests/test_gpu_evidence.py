@@ -81,7 +81,7 @@ def test_throughput_has_every_loop_and_the_best(dry_run):
 
 
 TOWERS = ("tower-frozen", "tower-lora", "tower-full")
-MODELS = ("global-mean", "biases", "mf", *TOWERS)
+MODELS = ("global-mean", "biases", "mf", *TOWERS, "fusion")
 
 
 def test_towers_compare_every_model_warm_and_cold(dry_run):
@@ -101,8 +101,9 @@ def test_towers_compare_every_model_warm_and_cold(dry_run):
         assert row["cost"]["tower-lora"]["items / s"] > 0
     for split in ("warm", "cold"):
         intervals, ndcg = body["intervals"][split], body["ndcg_intervals"][split]
-        assert set(intervals) == ({f"{t} - {ref}" for t in TOWERS for ref in ("mf", "biases")}
-                                  | {"tower-lora - tower-frozen", "tower-full - tower-frozen"})
+        fitted = (*TOWERS, "fusion")
+        assert set(intervals) == ({f"{t} - {ref}" for t in fitted for ref in ("mf", "biases")}
+                                  | {f"{t} - tower-frozen" for t in fitted if t != "tower-frozen"})
         assert set(ndcg) == {f"{t} - mf" for t in TOWERS}
         for iv in (intervals["tower-lora - tower-frozen"], ndcg["tower-lora - mf"]):
             assert iv["seeds"] == 2 and iv["low"] <= iv["estimate"] <= iv["high"]
@@ -134,7 +135,7 @@ def test_towers_call_compare_towers_as_the_chapter(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import gpu_evidence as ge
     from llmrec_lab.experiments import text_tower
-    from llmrec_lab.stats import runs_rmse_difference
+    from llmrec_lab.stats import runs_ndcg_difference, runs_rmse_difference
 
     signature = inspect.signature(text_tower.compare_towers)
     calls, runs = [], {}
@@ -159,7 +160,8 @@ def test_towers_call_compare_towers_as_the_chapter(monkeypatch):
     assert ge.DRY.tuned_epochs != ge.DRY.frozen_epochs  # else the check below could not tell
     assert calls == [{"world": worlds[seed], "setting": split, "seed": seed,
                       "methods": ("frozen", "lora", "full"), "epochs": ge.DRY.tuned_epochs,
-                      "encoder": "/the/encoder", "frozen_epochs": ge.DRY.frozen_epochs}
+                      "encoder": "/the/encoder", "frozen_epochs": ge.DRY.frozen_epochs,
+                      "fusion": True}
                      for seed in ge.DRY.seeds for split in ("warm", "cold")]
     for row in body["rows"]:
         run = runs[row["split"]][ge.DRY.seeds.index(row["seed"])]
@@ -169,7 +171,7 @@ def test_towers_call_compare_towers_as_the_chapter(monkeypatch):
         for name, iv in body["intervals"][split].items():
             assert iv["estimate"] == runs_rmse_difference(split_runs, *name.split(" - ")).estimate
         for name, iv in body["ndcg_intervals"][split].items():
-            want = text_tower.ndcg_difference(split_runs, *name.split(" - "))
+            want = runs_ndcg_difference(split_runs, *name.split(" - "))
             assert (iv["estimate"], iv["low"], iv["high"]) == (want.estimate, want.low, want.high)
     json.dumps(body, default=ge.plain, allow_nan=False)  # NaN costs and probes became null
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmrec_lab.data.images import render_item_images, show_images
-from llmrec_lab.data.world import make_world
+from llmrec_lab.world.images import render_item_images, show_images
+from llmrec_lab.world import make_world
 from llmrec_lab.encoders import image as image_module
 from llmrec_lab.encoders.image import ImageEncoder, image_key, load_image_model, probe_accuracy
 from llmrec_lab.encoders.text import TextEncoder

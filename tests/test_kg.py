@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from llmrec_lab.cli import main
-from llmrec_lab.data.movielens import load_movielens, write_fixture
-from llmrec_lab.data.world import make_world
+from llmrec_lab.datasets.movielens import load_movielens, write_fixture
+from llmrec_lab.world import make_world
 from llmrec_lab.kg.build import TripleError, TripleSet, movielens_kg, world_kg
 from llmrec_lab.kg.embed import KGEConfig, KGEmbedding, random_baseline, train_kge
 from llmrec_lab.io import FolderNotOurs
@@ -104,7 +104,7 @@ def test_extraction_scores_on_a_hand_made_case():
 
 
 def test_lexicon_finds_exact_names_and_misses_synonyms():
-    from llmrec_lab.data.schemas import SHOP
+    from llmrec_lab.world.schemas import SHOP
     texts = ["The Nordvik phone (budget). Reviews call it excellent.",
              "The Nordvik smartphone (budget). Reviews call it superb."]
     found = set(lexicon_extract([0, 1], texts, SHOP))
@@ -124,8 +124,21 @@ def test_gold_triples_match_the_item_texts(small_world):
     assert set(found) == set(gold) and len(gold) == 3 * small_world.config.n_items
 
 
+def test_gold_triples_read_the_quality_word_the_text_quotes(small_world):
+    """The gold quality comes from the item table, not from drawing the generator's stream
+    again; a world whose texts are reviews has no gold word and is refused."""
+    items = small_world.items
+    assert all(w in t for w, t in zip(items["quality_word"], items["text"]))
+    quality = {h: t for h, r, t in gold_triples(small_world) if r == "has_quality"}
+    assert quality == {f"item:{i}": f"quality:{w}"
+                       for i, w in zip(items["item_id"], items["quality_word"])}
+    reviews = make_world("shop", "ci", seed=0, text_style="reviews", n_users=5, n_days=1)
+    with pytest.raises(ValueError, match="template texts only"):
+        gold_triples(reviews)
+
+
 def test_plm_extractor_maps_a_synonym_to_its_entity():
-    from llmrec_lab.data.schemas import SHOP
+    from llmrec_lab.world.schemas import SHOP
     from llmrec_lab.encoders.text import TextEncoder
     found = set(plm_extract([7], ["The Nordvik fridge, sold cheap."], SHOP, TextEncoder()))
     assert ("item:7", "has_category", "category:refrigerator") in found

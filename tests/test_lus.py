@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from llmrec_lab.cli import main
-from llmrec_lab.data import behaviour
-from llmrec_lab.data.behaviour import expected_rating
-from llmrec_lab.data.world import WorldConfig, generate, random_browsing
+from llmrec_lab.world import behaviour
+from llmrec_lab.world.behaviour import expected_rating
+from llmrec_lab.world.generate import WorldConfig, generate, random_browsing
 from llmrec_lab.experiments import long_term
 from llmrec_lab.experiments.long_term import (POLICIES, compare, fit_mf, make_policy,
                                               recency_effects)

@@ -1,4 +1,5 @@
-"""MovieLens parsing, data-folder resolution, official folds and synthetic fixtures."""
+"""MovieLens parsing, data-folder resolution, official folds, evaluation protocols and
+synthetic fixtures."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llmrec_lab.data import movielens as ml
-from llmrec_lab.data.movielens import (MovieLens, describe_item, find_data_dir, kfold,
-                                       load_movielens, movielens_or_fixture, official_folds,
-                                       write_fixture)
+from llmrec_lab.datasets import movielens as ml
+from llmrec_lab.datasets.movielens import (COLD_FRAC, COLD_SEEDS, PROTOCOLS, MovieLens,
+                                           describe_item, find_data_dir, kfold, load_movielens,
+                                           movielens_or_fixture, official_folds, protocol_folds,
+                                           write_fixture)
 from llmrec_lab.io import MARKER, FolderNotOurs
 
 SIZES = {"n_users": 25, "n_items": 40, "n_ratings": 300}
@@ -149,6 +151,54 @@ def test_kfold_partitions_ml1m(tmp_path):
     test_index = pd.Index([]).append([test.index for _, test in folds])
     assert test_index.sort_values().equals(ratings.index)
     assert all(len(train) + len(test) == len(ratings) for train, test in folds)
+
+
+def _same_folds(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(train_a.equals(train_b) and test_a.equals(test_b)
+                                    for (train_a, test_a), (train_b, test_b) in zip(a, b))
+
+
+def test_protocol_u1_u5_is_the_official_folds(tmp_path):
+    data = load_movielens("ml-100k", write_fixture("ml-100k", tmp_path, **SIZES))
+    folds = protocol_folds(data, "u1-u5", seed=7)  # the publisher's folds: the seed plays no part
+    assert len(folds) == 5 and _same_folds(folds, official_folds(data))
+
+
+def test_protocol_kfold5_is_seeded_kfold(tmp_path):
+    data = load_movielens("ml-1m", write_fixture("ml-1m", tmp_path, **SIZES))
+    assert _same_folds(protocol_folds(data, "kfold5", seed=3), kfold(data.ratings, k=5, seed=3))
+
+
+def test_protocol_cold_items_draws(tmp_path):
+    data = load_movielens("ml-100k", write_fixture("ml-100k", tmp_path, **SIZES))
+    folds = protocol_folds(data, "cold-items", seed=3)
+    assert len(folds) == COLD_SEEDS
+    n_held_out = round(COLD_FRAC * data.ratings["item_id"].nunique())
+    held_out = []
+    for train, test in folds:
+        assert len(train) + len(test) == len(data.ratings)
+        assert not set(test["item_id"]) & set(train["item_id"])  # cold: no rating in training
+        assert test["item_id"].nunique() == n_held_out
+        held_out.append(frozenset(test["item_id"]))
+    assert len(set(held_out)) == COLD_SEEDS  # each draw holds out other items
+    assert _same_folds(protocol_folds(data, "cold-items", seed=3), folds)  # reproducible
+    # draw k is seeded seed + k, whatever the number of draws
+    assert _same_folds(protocol_folds(data, "cold-items", seed=4, n_draws=2), folds[1:3])
+    assert not _same_folds(protocol_folds(data, "cold-items", seed=0), folds)
+
+
+@pytest.mark.parametrize("name, protocol, kw, message", [
+    ("ml-100k", "u6", {}, "unknown protocol 'u6'; choose one of " + ", ".join(PROTOCOLS)),
+    ("ml-1m", "u1-u5", {}, "protocol 'u1-u5' is not defined for ml-1m (ml-100k: u1-u5, kfold5 "
+                          "or cold-items; ml-1m: kfold5 or cold-items)"),
+    ("ml-100k", "u1-u5", {"n_draws": 2}, "only cold-items has draws"),
+    ("ml-100k", "cold-items", {"n_draws": 0}, "n_draws=0"),
+])
+def test_protocol_refused(tmp_path, name, protocol, kw, message):
+    data = load_movielens(name, write_fixture(name, tmp_path, **SIZES))
+    with pytest.raises(ValueError) as err:
+        protocol_folds(data, protocol, **kw)
+    assert message in str(err.value)
 
 
 BAD_LINES = [

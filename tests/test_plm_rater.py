@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from llmrec_lab.models.plm_rater import (PLMRater, build_examples, predict, ranking_eval,
-                                         render_example, tokenize)
+from llmrec_lab.models.plm_rater import (PLMRater, build_examples, predict, render_example,
+                                         tokenize)
 
 
 
@@ -114,17 +114,6 @@ def test_predict_ignores_batch_neighbours(tiny_bert):
     together = predict(model, [short, long], batch_size=2)
     np.testing.assert_allclose(together[:1], alone, atol=1e-5)
     assert model.training  # predict restores the mode it found
-
-
-def test_ranking_eval_reports_metrics(tiny_bert):
-    model = PLMRater(tiny_bert, rating_mean=3.0)
-    train = pd.DataFrame({"user_id": [0, 0, 1], "item_id": [0, 1, 2], "rating": [5.0, 1.0, 4.0],
-                          "timestamp": [0, 1, 0]})
-    test = pd.DataFrame({"user_id": [0, 1, 1], "item_id": [3, 4, 0], "rating": [5.0, 2.0, 4.0],
-                         "timestamp": [2, 1, 2]})
-    report = ranking_eval(model, train, test, items_frame(6), k=3, max_history=2)
-    assert report["users"] == 2
-    assert 0.0 <= report["ndcg@3"] <= 1.0
 
 
 def test_real_minilm_forward():

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from llmrec_lab.cli import main
 from llmrec_lab.config import ParameterError, checked_fields
-from llmrec_lab.data.movielens import (GENRES_100K, GENRES_1M, OCCUPATIONS_1M, RELEASES,
+from llmrec_lab.datasets.movielens import (GENRES_100K, GENRES_1M, OCCUPATIONS_1M, RELEASES,
                                        load_movielens)
-from llmrec_lab.data.world import FILES, World, WorldConfig, WorldFileError, generate
+from llmrec_lab.world.generate import FILES, World, WorldConfig, WorldFileError, generate
 from llmrec_lab.kg.build import COLUMNS, TripleError, TripleSet
 
 FAST = settings(max_examples=40, deadline=None,

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from llmrec_lab.data.splits import (cold_start_items, kfold, leave_last_out, random_split,
+from llmrec_lab.splits import (cold_start_items, kfold, leave_last_out, random_split,
                                     temporal_split)
 
 FAST = settings(max_examples=60, deadline=None, database=None)

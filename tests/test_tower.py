@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmrec_lab.data.splits import cold_start_items, random_split
+from llmrec_lab.splits import cold_start_items, random_split
 from llmrec_lab.encoders.text import TextEncoder
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import Biases

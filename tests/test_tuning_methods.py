@@ -13,7 +13,8 @@ from llmrec_lab.models.tuning_methods import (CONFIG, METHODS, MethodConfig,
                                               adalora_orthogonality, apply_method, load_method,
                                               method_penalty, method_step_hook, save_method,
                                               trainable_parameters)
-from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
+from llmrec_lab.text_batches import TextPairDataset
+from llmrec_lab.train import TrainConfig, Trainer
 
 from conftest import TINY_BERT
 

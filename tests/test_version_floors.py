@@ -44,7 +44,8 @@ from llmrec_lab.kg.embed import train_kge
 from llmrec_lab.models.plm_rater import PLMRater, tokenize
 from llmrec_lab.models.tuning_methods import (METHODS, MethodConfig, apply_method, load_method,
                                               method_penalty, method_step_hook, save_method)
-from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer
+from llmrec_lab.text_batches import TextPairDataset
+from llmrec_lab.train import TrainConfig, Trainer
 
 tiny, work, packages = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")
 left = ["liked: a quiet fridge (5/5)", "disliked: a loud phone (1/5); disliked: a loud phone (1/5)"]

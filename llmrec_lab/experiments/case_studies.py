@@ -26,19 +26,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.splits import random_split
-from llmrec_lab.data.world import World
+from llmrec_lab.splits import random_split
+from llmrec_lab.world import World
 from llmrec_lab.evaluation import ndcg_per_user
 from llmrec_lab.experiments.long_term import make_policy, mf_scores
 from llmrec_lab.experiments.text_tower import fit_tower
 from llmrec_lab.kg.build import movielens_kg, world_kg
 from llmrec_lab.kg.embed import train_kge
+from llmrec_lab.lus.metrics import gap_closed
 from llmrec_lab.lus.simulator import simulate
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import make_model, score_all
 from llmrec_lab.models.fusion import FusionRater, ItemFeatures, world_item_features
 from llmrec_lab.models.kg_rater import kg_features
-from llmrec_lab.stats import paired_interval, runs_rmse_difference
+from llmrec_lab.stats import paired_interval, runs_ndcg_difference, runs_rmse_difference
 
 ID_ONLY = "ID only (MF)"
 WHOLE = "whole"
@@ -174,10 +175,9 @@ def satisfaction_table(runs: Sequence[LongRun], level: float = 0.95) -> pd.DataF
     from :data:`BASELINE` to the oracle it closes, and the paired interval of its satisfaction
     minus the baseline's over the same users (positive: users are more satisfied)."""
     mean = pd.concat([r.satisfaction.mean() for r in runs], axis=1).mean(axis=1)
-    gap = mean["oracle"] - mean[BASELINE]
     return pd.DataFrame({
         "satisfaction per user": mean,
-        "gap closed": (mean - mean[BASELINE]) / gap if gap else np.nan,
+        "gap closed": [gap_closed(v, mean[BASELINE], mean["oracle"]) for v in mean],
         f"minus {BASELINE}": [paired_interval([r.satisfaction[name].to_numpy() for r in runs],
                                               [r.satisfaction[BASELINE].to_numpy() for r in runs],
                                               level) for name in mean.index]})
@@ -188,8 +188,7 @@ def whole_minus_parts(runs: Sequence[PartsComparison], level: float = 0.95) -> p
     (1 - NDCG) minus the part's. Negative: the whole is better, and so says the verdict."""
     return pd.DataFrame({part: {
         "RMSE": runs_rmse_difference(runs, WHOLE, part, level=level),
-        "NDCG@10 loss": paired_interval([1 - r.ndcg[WHOLE].to_numpy() for r in runs],
-                                        [1 - r.ndcg[part].to_numpy() for r in runs], level)}
+        "NDCG@10 loss": runs_ndcg_difference(runs, WHOLE, part, level)}
         for part in runs[0].parts}).T
 
 

@@ -9,14 +9,14 @@ fine-tunes a fresh :class:`~llmrec_lab.models.plm_rater.PLMRater` with one metho
 achieved:
 
 - ``trainable`` / ``total`` parameters, and ``state_bytes``: the bytes of the training state,
-  counted exactly from the tensors by :func:`llmrec_lab.train.state_bytes` (every parameter in
+  counted exactly from the tensors by :func:`llmrec_lab.optimizer.state_bytes` (every parameter in
   fp32, plus a gradient and AdamW's two moment buffers for each trainable one). Activations are
   not in it: they depend on batch and sequence length, not on the method, because every method
   back-propagates through the whole encoder.
 - ``seconds_per_epoch``: wall time of the optimisation steps only (evaluations excluded).
 - ``curve``: one record per evaluation, with the RMSE on a fixed sample of training pairs and on
-  the validation pairs, both in eval mode, so the train-valid gap is measured the same way on
-  both sides, and the mean training loss since the previous one (the objective: for AdaLoRA,
+  the validation pairs, both in eval mode and clipped to the star scale, so the train-valid
+  gap is measured the same way on both sides, and the mean training loss since the previous one (the objective: for AdaLoRA,
   MSE plus its orthogonality penalty).
 - ``train_rmse``, ``valid_rmse``, ``test_rmse`` (and ``test_mae``) of the weights the trainer
   kept (best validation RMSE), predictions clipped to the star scale as the ID baselines' are.
@@ -34,14 +34,16 @@ import numpy as np
 import pandas as pd
 
 from llmrec_lab.config import Profile, get_profile, seed_everything
-from llmrec_lab.data.splits import random_split
-from llmrec_lab.data.world import World
+from llmrec_lab.splits import random_split
+from llmrec_lab.world import World
 from llmrec_lab.metrics import mae, rmse
 from llmrec_lab.models.plm_rater import SCALE, Pair, PLMRater, build_examples
 from llmrec_lab.models.tuning_methods import (LEARNING_RATES, METHODS, MethodConfig,
                                               apply_method, method_penalty, method_step_hook,
                                               trainable_parameters)
-from llmrec_lab.train import TextPairDataset, TrainConfig, Trainer, state_bytes
+from llmrec_lab.optimizer import state_bytes
+from llmrec_lab.text_batches import TextPairDataset
+from llmrec_lab.train import TrainConfig, Trainer
 
 
 @dataclass(frozen=True)
@@ -117,33 +119,21 @@ def split_world(world: World, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame
     return random_split(world.ratings, test_frac=0.2, valid_frac=0.1, seed=seed)
 
 
-class _CurveTrainer(Trainer):
-    """The trainer, also scoring a training probe at each evaluation and timing the evaluations.
+class _ProbeCurve:
+    """The trainer's ``on_evaluate`` callback: at each evaluation, the RMSE on a training probe
+    (``train_rmse`` in the record); and the probe and validation predictions of the evaluation
+    whose weights the trainer keeps (the best validation RMSE), so they need not be predicted
+    again once training ends."""
 
-    It keeps the probe and validation predictions of the evaluation whose weights it keeps (the
-    best validation RMSE), so they need not be predicted again once training ends.
-    """
+    def __init__(self, probe: TextPairDataset) -> None:
+        self.probe, self.kept = probe, {}
 
-    def __init__(self, *args, probe: TextPairDataset, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.probe, self.eval_seconds = probe, 0.0
-        self.kept: dict[str, np.ndarray] = {}
-        self._valid_pred: np.ndarray | None = None
-
-    def predict(self, data: TextPairDataset) -> np.ndarray:
-        pred = super().predict(data)
-        if data is self.valid_data:  # the evaluation of each point goes through here
-            self._valid_pred = pred
-        return pred
-
-    def _eval_point(self) -> None:
-        start = time.perf_counter()
-        super()._eval_point()
-        probe = self.predict(self.probe)
-        self.history[-1]["train_rmse"] = rmse(self.probe.labels.cpu().numpy(), probe)
-        if self.bad_evals == 0:  # a new best validation RMSE: these weights are the kept ones
-            self.kept = {"probe": probe, "valid": self._valid_pred}
-        self.eval_seconds += time.perf_counter() - start
+    def __call__(self, trainer: Trainer, record: dict, valid_pred: np.ndarray | None) -> None:
+        probe = trainer.predict(self.probe)
+        record["train_rmse"] = rmse(self.probe.labels.cpu().numpy(), probe,
+                                    clip=trainer.config.clip)  # as valid_rmse is
+        if trainer.improved:
+            self.kept = {"probe": probe, "valid": valid_pred}
 
 
 def _dataset(tokenizer, data: tuple[list[Pair], np.ndarray], max_length: int,
@@ -165,8 +155,7 @@ def _features(features: Features, rows: pd.DataFrame, split: str) -> np.ndarray:
 
 
 def _scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    pred = np.clip(pred, 1, SCALE)
-    return {"rmse": rmse(truth, pred), "mae": mae(truth, pred)}
+    return {"rmse": rmse(truth, pred, clip=(1, SCALE)), "mae": mae(truth, pred, clip=(1, SCALE))}
 
 
 def run_method(method: str, examples: Examples, settings: FinetuneSettings | None = None,
@@ -201,12 +190,13 @@ def run_method(method: str, examples: Examples, settings: FinetuneSettings | Non
                          head_lr=settings.head_lr,
                          eval_every=max(1, steps_per_epoch // settings.evals_per_epoch),
                          eval_batch_size=64, bucket_lengths=None, clip=(1, SCALE), seed=seed)
-    trainer = _CurveTrainer(model, config, data["train"], data["valid"], method_step_hook,
-                            method_penalty, probe=data["probe"])
+    curve = _ProbeCurve(data["probe"])
+    trainer = Trainer(model, config, data["train"], data["valid"], method_step_hook,
+                      method_penalty, on_evaluate=curve)
     start = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - start - trainer.eval_seconds
-    predictions = {**trainer.kept, "test": trainer.predict(data["test"])}
+    predictions = {**curve.kept, "test": trainer.predict(data["test"])}
     scores = {name: _scores(data[name].labels.numpy(), predictions[name])
               for name in SPLITS[1:]}
     return {"method": method, "lr": lr, "trainable": trainable, "total": total,

@@ -4,7 +4,7 @@ on items nobody has rated yet (cold)?
 
 :func:`run_fusion` is one cell of the chapter's grid: one set of modalities on one split of one
 world. It splits the ratings by the course's protocol
-(:func:`~llmrec_lab.data.splits.split_for`), fits a
+(:func:`~llmrec_lab.splits.split_for`), fits a
 :class:`~llmrec_lab.models.fusion.FusionRater` on the modalities, early-stopped on the split's
 validation ratings, and returns its metrics (:func:`~llmrec_lab.evaluation.evaluate`) with its
 predictions of the test ratings. Those rows are the same for every set of modalities given the
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llmrec_lab.data.splits import split_for
-from llmrec_lab.data.world import World
+from llmrec_lab.splits import split_for
+from llmrec_lab.world import World
 from llmrec_lab.evaluation import evaluate
 from llmrec_lab.models.fusion import FusionRater, ItemFeatures
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.splits import cold_start_items, random_split
+from llmrec_lab.splits import cold_start_items, random_split
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import Biases
 from llmrec_lab.models.kg_rater import KGRater

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from llmrec_lab.config import one_thread
-from llmrec_lab.data.behaviour import Policy
-from llmrec_lab.data.splits import random_split
-from llmrec_lab.data.world import World
+from llmrec_lab.world.behaviour import Policy
+from llmrec_lab.splits import random_split
+from llmrec_lab.world import World
 from llmrec_lab.lus.metrics import gap_closed, report
 from llmrec_lab.lus.policies import (BanditPolicy, ConsumptionHistory, calibrated_policy,
                                      fit_recency_effects, greedy_policy, item_categories,

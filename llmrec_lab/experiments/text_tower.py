@@ -21,15 +21,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.splits import random_split, split_for
-from llmrec_lab.data.world import World
+from llmrec_lab.splits import random_split, split_for
+from llmrec_lab.world import World
+from llmrec_lab.encoders.text import TextEncoder
 from llmrec_lab.evaluation import ndcg_per_user
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, make_model
+from llmrec_lab.models.fusion import FusionRater, world_item_features
 from llmrec_lab.models.tower import TOWER_METHODS, TextTowerRater, TowerConfig
 from llmrec_lab.models.tuning_methods import LEARNING_RATES
-from llmrec_lab.stats import Interval, compare_rmse, paired_interval
-from llmrec_lab.train import state_bytes
+from llmrec_lab.optimizer import state_bytes
+from llmrec_lab.stats import compare_rmse
 
 ID_MODELS = ("global-mean", "biases", "mf")
 K = 10  # NDCG@K
@@ -72,6 +74,17 @@ def tune_tower(items: pd.DataFrame, train: pd.DataFrame, frozen: TextTowerRater,
                          items_per_step=TUNED_ITEMS_PER_STEP,
                          lr_encoder=TUNED_LEARNING_RATES[method])
     return TextTowerRater(items, config).fit(train, init=frozen, valid=valid)
+
+
+def fit_fusion(world: World, train: pd.DataFrame, valid: pd.DataFrame, seed: int = 0,
+               encoder: str | None = None) -> FusionRater:
+    """Chapter 3.2's fusion model given what the towers read: the item's text, as the frozen
+    encoder's vectors, and its ID. It attends over the two instead of adding them, and never
+    tunes the encoder, so beside the towers it asks whether fusing frozen text with the ID
+    already gets what tuning gets."""
+    text = TextEncoder(encoder) if encoder is not None else None
+    features = world_item_features(world, text_encoder=text, modalities=("text",))
+    return FusionRater(features, ("text", "id"), seed=seed).fit(train, valid)
 
 
 def fit_tower(items: pd.DataFrame, ratings: pd.DataFrame, method: str, epochs: int,
@@ -118,10 +131,11 @@ class TowerComparison:
 def compare_towers(world: World, setting: str = "cold", seed: int = 0,
                    methods: Sequence[str] = ("frozen", "lora"), epochs: int = 2,
                    encoder: str | None = None, train_size: int | None = None,
-                   frozen_epochs: int | None = None) -> TowerComparison:
+                   frozen_epochs: int | None = None, fusion: bool = False) -> TowerComparison:
     """Global mean, biases, MF and a text tower per method of ``methods`` ("frozen" or a
     tuning method), all fitted on the ``setting`` split of ``world``
-    (:func:`~llmrec_lab.data.splits.split_for`) drawn with ``seed``.
+    (:func:`~llmrec_lab.splits.split_for`) drawn with ``seed``; with ``fusion``, also the
+    fusion model of text and ID (:func:`fit_fusion`).
 
     ``train_size`` keeps that many of the training ratings, drawn with ``seed`` (for learning
     curves: a smaller size keeps a subset of a larger one's ratings, and the validation and
@@ -155,6 +169,8 @@ def compare_towers(world: World, setting: str = "cold", seed: int = 0,
                                              time.perf_counter() - start)
     if "frozen" in methods:
         models["tower-frozen"] = frozen
+    if fusion:
+        models["fusion"] = fit_fusion(world, train, valid, seed, encoder)
     users, items = test["user_id"].to_numpy(), test["item_id"].to_numpy()
     towers = {name: m for name, m in models.items() if name.startswith("tower-")}
     return TowerComparison(
@@ -210,14 +226,6 @@ def pooled_table(runs: Sequence[TowerComparison], references: Sequence[str] = ("
         diff = compare_rmse(ys, {n: [r.predictions[n] for r in runs] for n in names}, ref, level)
         table[f"minus {ref}"] = [_interval_text(diff, n) for n in table.index]
     return table
-
-
-def ndcg_difference(runs: Sequence[TowerComparison], a: str, b: str,
-                    level: float = 0.95) -> Interval:
-    """The paired interval of ``a``'s NDCG@K loss (1 - NDCG) minus ``b``'s over the same users,
-    seeds pooled: negative means ``a`` ranks better, as for RMSE, and so says the verdict."""
-    return paired_interval([1 - r.ndcg[a].to_numpy() for r in runs],
-                           [1 - r.ndcg[b].to_numpy() for r in runs], level)
 
 
 def _interval_text(diff: pd.DataFrame, name: str) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.schemas import Schema
+from llmrec_lab.world.schemas import Schema
 
 Triple = tuple[str, str, str]
 
@@ -49,16 +49,19 @@ def relations(schema: Schema) -> dict[str, tuple[str, Sequence[str]]]:
 
 
 def gold_triples(world) -> list[Triple]:
-    """What each item's text states, from the world's truth (category, brand, quality word)."""
-    from llmrec_lab.data.world import _quality_word
+    """What each item's template text states: its category, brand and quality word.
 
+    A world with ``text_style="reviews"`` is refused: its texts state quality through
+    sentences, not through one of the schema's words, so there is no gold word to extract.
+    """
+    if world.config.text_style != "template":
+        raise ValueError(f"gold triples exist for template texts only; this world's text_style "
+                         f"is {world.config.text_style!r}")
     s = world.schema
-    # the quality words are the generator's first draw from the item-table stream
-    words = _quality_word(world.truth, s, np.random.default_rng([world.config.seed, 1]))
     rels = list(relations(s))
     out = []
-    for item, cat, brand, word in zip(world.items["item_id"], world.items["category"],
-                                      world.items["brand"], words):
+    for item, cat, brand, word in world.items[["item_id", "category", "brand",
+                                                "quality_word"]].itertuples(index=False):
         out += [(f"item:{item}", rels[0], f"{s.category_label}:{cat}"),
                 (f"item:{item}", rels[1], f"{s.brand_label}:{brand}"),
                 (f"item:{item}", rels[2], f"quality:{word}")]

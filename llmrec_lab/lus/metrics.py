@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.world import World
+from llmrec_lab.world import World
 from llmrec_lab.lus.policies import item_categories
 from llmrec_lab.lus.simulator import Run
 

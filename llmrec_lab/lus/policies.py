@@ -1,7 +1,7 @@
 """Recommendation policies for the simulator: what slate each returning user sees.
 
 A policy is a callable ``(users, day, state) -> slates``
-(see :data:`llmrec_lab.data.behaviour.Policy`).
+(see :data:`llmrec_lab.world.behaviour.Policy`).
 All but the oracle read only ``state.consumed``: a real system knows what its users consumed
 from its own logs, and nothing else about their state. Policies that remember (when did this
 user last consume that category?) keep a :class:`ConsumptionHistory`, built from the world's
@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.behaviour import (DAY_SECONDS, EPOCH, NOVELTY_DAYS, Policy, Truth, UserState,
+from llmrec_lab.world.behaviour import (DAY_SECONDS, EPOCH, NOVELTY_DAYS, Policy, Truth, UserState,
                                        utility)
-from llmrec_lab.data.world import World, random_browsing
+from llmrec_lab.world.generate import World, random_browsing
 from llmrec_lab.metrics import top_k
 
 RECENCY_DECAY = 0.8  # per day: how fast the LUS re-ranker forgets a consumption

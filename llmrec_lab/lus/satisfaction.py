@@ -30,8 +30,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from llmrec_lab.data.behaviour import DAY_SECONDS, EPOCH
-from llmrec_lab.data.world import World
+from llmrec_lab.world.behaviour import DAY_SECONDS, EPOCH
+from llmrec_lab.world import World
 from llmrec_lab.lus.policies import item_categories
 from llmrec_lab.lus.simulator import Run
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.behaviour import (Policy, Truth, UserState, expected_rating,
+from llmrec_lab.world.behaviour import (Policy, Truth, UserState, expected_rating,
                                        return_probability, rollout, utility)
-from llmrec_lab.data.world import World
+from llmrec_lab.world import World
 from llmrec_lab.metrics import top_k
 
 
@@ -23,7 +23,7 @@ from llmrec_lab.metrics import top_k
 class Run:
     """One simulated stretch: the consumption log, the daily table, the end state and the record.
 
-    ``log`` and ``daily`` are as in :class:`llmrec_lab.data.behaviour.Rollout`. The panel arrays
+    ``log`` and ``daily`` are as in :class:`llmrec_lab.world.behaviour.Rollout`. The panel arrays
     are (days, users): ``p_return`` the true chance each user had to come back that day,
     ``satisfaction`` their satisfaction that morning, ``churned`` whether they had left,
     ``visited`` whether they came. ``slates`` has one row per visit (``day``, ``user_id``,

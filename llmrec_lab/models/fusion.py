@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from llmrec_lab.config import one_thread, pick_device
-from llmrec_lab.data.world import World
+from llmrec_lab.world import World
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import RatingModel
 
@@ -97,7 +97,7 @@ def world_item_features(world: World, text_encoder=None, image_encoder=None,
     be loaded, else seeded random weights); ``sources`` records which. Only the content
     ``modalities`` asked for are computed.
     """
-    from llmrec_lab.data.images import render_item_images
+    from llmrec_lab.world.images import render_item_images
     from llmrec_lab.encoders.image import ImageEncoder
     from llmrec_lab.encoders.text import TextEncoder
 

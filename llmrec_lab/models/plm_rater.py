@@ -21,7 +21,6 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, BatchEncoding, PreTrainedTokenizerBase
 
 from llmrec_lab.encoders.text import canonical_model_name, mean_pool, resolve_model_path
-from llmrec_lab.metrics import ranking_report
 
 SCALE = 5  # the top of the 1..5 star scale of both the worlds and MovieLens
 Pair = tuple[str, str]
@@ -164,32 +163,3 @@ def predict(model: PLMRater, pairs: Sequence[Pair], batch_size: int = 64,
             out.append(model(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
-
-
-def _recent_history(train: pd.DataFrame, texts: pd.Series) -> dict[int, list[tuple[str, float]]]:
-    """Each user's training ratings as (item text, rating), oldest first."""
-    ordered = train.sort_values(["user_id", "timestamp"], kind="stable")
-    return {user: list(zip(_text_of(texts, g["item_id"].to_numpy()), g["rating"].astype(float)))
-            for user, g in ordered.groupby("user_id", sort=False)}
-
-
-def ranking_eval(model: PLMRater, train: pd.DataFrame, test: pd.DataFrame, items: pd.DataFrame,
-                 k: int = 10, max_history: int = 5, threshold: float = 4.0,
-                 batch_size: int = 64, max_length: int = 256) -> dict[str, float]:
-    """NDCG, recall and hit rate at ``k`` when the rater ranks the catalogue for each test user.
-
-    Every test user's history is their training ratings; every item is a candidate and items
-    rated in training are excluded. Relevant: the user's test items rated ``>= threshold``. The
-    cost is one forward pass per (user, item) pair, so pass a sample of users on a CPU.
-    """
-    texts = _item_texts(items)
-    histories = _recent_history(train, texts)
-    relevant_by_user = test[test["rating"] >= threshold].groupby("user_id")["item_id"].agg(set)
-    users = relevant_by_user.index.to_numpy()
-    item_ids = texts.index.to_numpy()
-    pairs = [render_example(histories.get(u, []), text, max_history)
-             for u in users for text in texts.to_numpy()]
-    scores = predict(model, pairs, batch_size, max_length).reshape(len(users), len(item_ids))
-    seen = train.groupby("user_id")["item_id"].agg(set)
-    exclude = [seen.get(u, set()) for u in users]
-    return ranking_report(scores, list(relevant_by_user), k, exclude=exclude, item_ids=item_ids)

@@ -44,7 +44,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from llmrec_lab.config import pick_device, seed_everything
-from llmrec_lab.data.splits import random_split
+from llmrec_lab.splits import random_split
 from llmrec_lab.encoders.text import TextEncoder, mean_pool, resolve_model_path
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, table_rows

@@ -3,7 +3,8 @@
 The parsers read the publisher's formats line by line so that a damaged file fails loudly with
 its path and line number instead of silently shifting columns. :func:`write_fixture` writes a
 small synthetic dataset in the very same formats, so offline notebooks and tests exercise the
-same parsing code as a real download.
+same parsing code as a real download. :func:`protocol_folds` defines the evaluation protocols
+(``PROTOCOLS``: the official folds, seeded 5-fold, held-out items) once, for every caller.
 """
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec_lab.data.download import download as fetch, extract_zip
-from llmrec_lab.data.splits import kfold
+from llmrec_lab.datasets.download import download as fetch, extract_zip
+from llmrec_lab.splits import cold_start_items, kfold
 from llmrec_lab.io import atomic_folder, cache_dir
 
-__all__ = ["DATA_ENV", "RELEASES", "MovieLens", "Release", "describe_item", "find_data_dir",
-           "kfold", "load_movielens", "movielens_or_fixture", "official_folds", "read_ratings",
-           "write_fixture"]
+__all__ = ["COLD_FRAC", "COLD_SEEDS", "DATASET_PROTOCOLS", "DATA_ENV", "PROTOCOLS", "RELEASES",
+           "MovieLens", "Release", "check_protocol", "describe_item", "find_data_dir", "kfold",
+           "load_movielens", "movielens_or_fixture", "official_folds", "protocol_folds",
+           "read_ratings", "write_fixture"]
 
 DATA_ENV = "LLMREC_DATA_DIR"
 
@@ -346,6 +348,54 @@ def official_folds(source: MovieLens | str | os.PathLike | None = None,
     _require(folder, names, "ml-100k")
     return [(read_ratings(folder / f"u{i}.base", "\t"), read_ratings(folder / f"u{i}.test", "\t"))
             for i in range(1, 6)]
+
+
+# --- evaluation protocols ---------------------------------------------------------------------
+
+PROTOCOLS = ("u1-u5", "kfold5", "cold-items")
+# Each release's protocols, its default first: ml-1m ships without official folds.
+DATASET_PROTOCOLS = {"ml-100k": PROTOCOLS, "ml-1m": ("kfold5", "cold-items")}
+COLD_FRAC, COLD_SEEDS = 0.2, 5  # cold-items: share of the items held out, and draws
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"``."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+
+
+def check_protocol(name: str, protocol: str) -> None:
+    """Refuse, before any data is read, a protocol that is unknown or not defined for the
+    release ``name`` (the official folds u1-u5 exist for ml-100k only)."""
+    _release(name)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol not in DATASET_PROTOCOLS[name]:
+        choices = "; ".join(f"{release}: {_one_of(protocols)}"
+                            for release, protocols in DATASET_PROTOCOLS.items())
+        raise ValueError(f"protocol {protocol!r} is not defined for {name} ({choices})")
+
+
+def protocol_folds(data: MovieLens, protocol: str, seed: int = 0,
+                   n_draws: int | None = None) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """The (train, test) pairs of ``protocol`` on a loaded release: the one place each
+    MovieLens evaluation protocol is defined (``llmrec-lab evaluate`` and the benches call it).
+
+    - ``"u1-u5"``: ml-100k's official folds (:func:`official_folds`); ``seed`` plays no part.
+    - ``"kfold5"``: seeded 5-fold cross-validation of all the ratings (:func:`kfold`).
+    - ``"cold-items"``: ``n_draws`` (None: ``COLD_SEEDS``) draws seeded ``seed``,
+      ``seed + 1``, ..., each holding out all ratings of a ``COLD_FRAC`` of the items
+      (:func:`~llmrec_lab.splits.cold_start_items`). Draw ``k`` is the same whatever
+      ``n_draws``, so ``n_draws=1`` is the one draw seeded ``seed``.
+    """
+    check_protocol(data.name, protocol)
+    if n_draws is not None and (protocol != "cold-items" or n_draws < 1):
+        raise ValueError(f"n_draws={n_draws!r}: only cold-items has draws, and at least one")
+    if protocol == "u1-u5":
+        return official_folds(data)
+    if protocol == "kfold5":
+        return kfold(data.ratings, k=5, seed=seed)
+    return [cold_start_items(data.ratings, frac_items=COLD_FRAC, seed=seed + k)
+            for k in range(COLD_SEEDS if n_draws is None else n_draws)]
 
 
 # --- synthetic fixtures in the publisher's formats --------------------------------------------

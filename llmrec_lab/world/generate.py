@@ -27,9 +27,9 @@ from safetensors.numpy import save_file
 
 from llmrec_lab.config import (Choice, ParameterError, Profile, Range, check_fields, check_names,
                                checked_fields, get_profile, param)
-from llmrec_lab.data import behaviour
-from llmrec_lab.data.behaviour import Truth, UserState
-from llmrec_lab.data.schemas import (BALANCED, REVERSERS, SCHEMAS, SOFTENERS, ReviewWords,
+from llmrec_lab.world import behaviour
+from llmrec_lab.world.behaviour import Truth, UserState
+from llmrec_lab.world.schemas import (BALANCED, REVERSERS, SCHEMAS, SOFTENERS, ReviewWords,
                                      Schema, get_schema)
 from llmrec_lab.io import atomic_folder
 
@@ -122,7 +122,7 @@ class World:
     """A generated world: what a system sees (items, users, ratings, triples) and the truth."""
 
     config: WorldConfig
-    items: pd.DataFrame  # item_id, title, text, category, brand, tier
+    items: pd.DataFrame  # item_id, title, text, category, brand, tier, quality_word
     users: pd.DataFrame  # user_id, first_seen
     ratings: pd.DataFrame  # user_id, item_id, rating, timestamp
     triples: pd.DataFrame  # head, relation, tail
@@ -198,7 +198,8 @@ class WorldFileError(ValueError):
 
 
 # The columns of each table a world saves (see World's fields).
-COLUMNS = {"items.csv": ("item_id", "title", "text", "category", "brand", "tier"),
+COLUMNS = {"items.csv": ("item_id", "title", "text", "category", "brand", "tier",
+                         "quality_word"),
            "users.csv": ("user_id", "first_seen"),
            "ratings.csv": ("user_id", "item_id", "rating", "timestamp"),
            "triples.tsv": ("head", "relation", "tail"),
@@ -330,7 +331,12 @@ def _quality_word(truth: Truth, s: Schema, rng: np.random.Generator) -> np.ndarr
 
 
 def item_table(truth: Truth, s: Schema, rng: np.random.Generator) -> pd.DataFrame:
-    """What a catalogue shows: a title and a description that never mention style or maker."""
+    """What a catalogue shows: a title and a description that never mention style or maker.
+
+    ``quality_word`` is the reviewers' one-word verdict that the template texts quote, kept so
+    that what a text states can be read off the table (Chapter 3.3's extraction is scored
+    against it) instead of being drawn again.
+    """
     cat = np.asarray(s.categories)[truth.category]
     brand = np.asarray(s.brands)[truth.brand]
     tier = np.asarray(s.tiers)[truth.tier]
@@ -353,7 +359,7 @@ def item_table(truth: Truth, s: Schema, rng: np.random.Generator) -> pd.DataFram
                                 A_w=_article(w).capitalize())
             for k, t, c, b, r, w in zip(choice, titles, cat, brand, tier, word)]
     return pd.DataFrame({"item_id": ids, "title": titles, "text": text, "category": cat,
-                         "brand": brand, "tier": tier})
+                         "brand": brand, "tier": tier, "quality_word": word})
 
 
 def _article(word: str) -> str:

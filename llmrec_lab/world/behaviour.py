@@ -1,7 +1,7 @@
 """How a world's users live from day to day: utility, choice, rating, boredom, satisfaction, churn.
 
 This is the ground truth that every lab compares against, and the engine both of the world's
-logged history (:mod:`llmrec_lab.data.world`) and of the long-horizon simulations of the
+logged history (:mod:`llmrec_lab.world.generate`) and of the long-horizon simulations of the
 long-term-satisfaction chapter. One day for one returning user goes like this:
 
 1. a policy shows a slate of ``k`` items;

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from llmrec_lab.data.world import World
+from llmrec_lab.world import World
 
 IMAGE_STREAM = 4  # rng stream of the world's seed; world.py uses 0-3
 

@@ -6,9 +6,13 @@ notebooks whose markdown cells have lost their ```{solution}``` blocks, so that 
 to a student contains the exercises and not their answers. The page sources that the built book
 offers for download (its `_sources/` folder) are stripped the same way.
 
-    python -m llmrec_lab.editions student-config _config.yml _build/student/_config.yml
-    python -m llmrec_lab.editions strip --out _build/student notebooks/*.ipynb
-    python -m llmrec_lab.editions strip-sources _build/student/html
+This is book tooling, not part of the library a chapter imports: it lives beside the pages it
+builds, runs with the `book` extra (nbformat comes with jupyter-book) and uses only the library's
+atomic writes (:mod:`llmrec_lab.io`).
+
+    python book/tools/editions.py student-config _config.yml _build/student/_config.yml
+    python book/tools/editions.py strip --out _build/student notebooks/*.ipynb
+    python book/tools/editions.py strip-sources _build/student/html
 """
 from __future__ import annotations
 
@@ -114,7 +118,7 @@ def student_config(config: dict, cache: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m llmrec_lab.editions", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python book/tools/editions.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     strip = commands.add_parser("strip", help="write solution-free copies of notebooks or pages")

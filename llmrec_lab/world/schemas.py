@@ -1,6 +1,6 @@
 """The vocabularies of the synthetic worlds: what a `shop` item and a `screen` item are made of.
 
-Both worlds share one generative model (see :mod:`llmrec_lab.data.world`); a schema only names
+Both worlds share one generative model (see :mod:`llmrec_lab.world.generate`); a schema only names
 its parts. Each part is visible through exactly one channel, which is what lets a lab measure
 what each modality is worth:
 
