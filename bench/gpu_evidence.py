@@ -502,13 +502,12 @@ def kg(ctx: Context, budget: Budget) -> dict:
 def cross_encoder(ctx: Context, budget: Budget) -> dict:
     """run_method on the profile's pairs (full, then LoRA, as the budget allows), against the
     ID models and the noise floor on the same test pairs."""
-    from llmrec_lab.experiments.cross_encoder import (FinetuneSettings, make_examples,
-                                                      run_method, split_world)
+    from llmrec_lab.experiments.cross_encoder import FinetuneSettings, make_examples, run_method
 
     plan, encoder = ctx.plan, ctx.encoder
     settings = FinetuneSettings.from_profile(plan.profile, **plan.ce_settings)
     world = ctx.world("shop", 0)
-    train, valid, test = split_world(world, seed=0)
+    train, valid, test = split_for(world.ratings, "warm", seed=0)
     examples = make_examples(train, valid, test, world.items, settings, seed=0)
     rows, y = examples.test_rows, examples.test[1]
     pairs = (rows["user_id"].to_numpy(), rows["item_id"].to_numpy())

@@ -363,13 +363,15 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
 def _finetune_cross(args: argparse.Namespace) -> dict:
     """The cross-encoder rater, fine-tuned on a sample of (history, item) pairs of a world."""
     from llmrec_lab.world import make_world
-    from llmrec_lab.experiments.cross_encoder import make_examples, run_method, split_world
+    from llmrec_lab.experiments.cross_encoder import make_examples, run_method
     from llmrec_lab.metrics import rmse
+    from llmrec_lab.splits import split_for
 
     settings = _finetune_settings(args)
     start = time.perf_counter()
     world = make_world(args.world, args.profile, seed=args.seed, **_parse_overrides(args.set))
-    examples = make_examples(*split_world(world, args.seed), world.items, settings, args.seed)
+    examples = make_examples(*split_for(world.ratings, "warm", args.seed), world.items, settings,
+                             args.seed)
     result = run_method(args.method, examples, settings, args.encoder, args.seed)
     del result["valid_predictions"], result["test_predictions"]  # per pair: for chapters
     result.update(architecture="cross", world=args.world, profile=get_profile(args.profile).name,

@@ -35,7 +35,6 @@ import pandas as pd
 
 from llmrec_lab.config import Profile, get_profile, seed_everything
 from llmrec_lab.splits import random_split
-from llmrec_lab.world import World
 from llmrec_lab.metrics import mae, rmse
 from llmrec_lab.models.plm_rater import SCALE, Pair, PLMRater, build_examples
 from llmrec_lab.models.tuning_methods import (LEARNING_RATES, METHODS, MethodConfig,
@@ -112,11 +111,6 @@ def make_examples(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
     pairs = {name: build_examples(r, items, settings.max_history, context=train)
              for name, r in rows.items()}
     return Examples(**{name: pairs[name] for name in SPLITS}, rows=rows)
-
-
-def split_world(world: World, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Lab 1's split of a world's ratings: 70% train, 10% validation, 20% test, at random."""
-    return random_split(world.ratings, test_frac=0.2, valid_frac=0.1, seed=seed)
 
 
 class _ProbeCurve:
