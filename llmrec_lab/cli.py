@@ -20,8 +20,7 @@ import pandas as pd
 from llmrec_lab.config import (PROFILES, ParameterError, Range, get_profile, parse_setting,
                                pick_device)
 from llmrec_lab.datasets.movielens import (COLD_FRAC, COLD_SEEDS, DATASET_PROTOCOLS, PROTOCOLS,
-                                           MovieLens, check_protocol, load_movielens,
-                                           protocol_folds)
+                                           check_protocol, load_movielens, protocol_folds)
 
 if TYPE_CHECKING:  # imported where used, so that parsing the arguments stays fast
     from llmrec_lab.models.tower import TextTowerRater
@@ -115,13 +114,6 @@ def cmd_world(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _folds(args: argparse.Namespace,
-           data: MovieLens) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
-    """The (train, test) pairs of ``args.protocol`` with ``args.seed`` on a loaded MovieLens
-    ``data``, as :func:`~llmrec_lab.datasets.movielens.protocol_folds` defines them."""
-    return protocol_folds(data, args.protocol, seed=args.seed)
-
-
 def _evaluated_model(name: str) -> tuple[str, str]:
     """``(kind, method)`` of an ``evaluate --model`` name: ``("plm", method)``, ``("tower",
     method)`` or ``("id", name)``; checked before any data is loaded."""
@@ -166,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         _refuse_sample_sizes(args, "--model tower-<method>")
     data = load_movielens(args.dataset, args.data_dir)
     folds = []
-    for k, (train, test) in enumerate(_folds(args, data), start=1):
+    for k, (train, test) in enumerate(protocol_folds(data, args.protocol, args.seed), start=1):
         folds.append({"fold": k, **_fold_scores(args, kind, method, train, test, data.items)})
         if not args.json:
             print(f"fold {k}: RMSE {folds[-1]['rmse']:.4f}  MAE {folds[-1]['mae']:.4f}")

@@ -198,14 +198,11 @@ def test_finetune_tower_reports_mf_and_biases_on_the_same_split(tiny_bert, own_c
 
 
 def test_evaluate_cold_items_holds_out_whole_items_over_five_seeds(tmp_path, capsys):
-    from argparse import Namespace
-
-    from llmrec_lab.cli import _folds
-    from llmrec_lab.datasets.movielens import load_movielens
+    from llmrec_lab.datasets.movielens import load_movielens, protocol_folds
 
     write_fixture("ml-100k", tmp_path, n_users=40, n_items=30, n_ratings=500)
     data = load_movielens("ml-100k", tmp_path)
-    folds = _folds(Namespace(protocol="cold-items", seed=3), data)
+    folds = protocol_folds(data, "cold-items", seed=3)
     assert len(folds) == 5
     held_out = []
     for train, test in folds:
