@@ -327,6 +327,7 @@ def _finetune_tower(args: argparse.Namespace) -> dict:
               "test_rmse": rmse(truth, run.predictions[name]),
               **{f"{m}_rmse": rmse(truth, run.predictions[m]) for m in ("mf", "biases")},
               "oracle_rmse": rmse(truth, run.oracle),
+              "static_floor_rmse": rmse(truth, run.static),
               **{f"minus_{m}": _minus(truth, run.predictions[name], run.predictions[m])
                  for m in ("mf", "biases")},
               "ndcg@10": float(run.ndcg[name].mean()), "mf_ndcg@10": float(run.ndcg["mf"].mean()),
@@ -335,8 +336,9 @@ def _finetune_tower(args: argparse.Namespace) -> dict:
               "epochs_run": int(cost["epochs"]), "seconds": round(time.perf_counter() - start, 2)}
     if not args.json:
         print(f"tower-{args.method} ({setting}): RMSE {result['test_rmse']:.4f}, MF "
-              f"{result['mf_rmse']:.4f}, biases {result['biases_rmse']:.4f}, noise floor "
-              f"{result['oracle_rmse']:.4f}; minus MF {result['minus_mf']['estimate']:+.4f} "
+              f"{result['mf_rmse']:.4f}, biases {result['biases_rmse']:.4f}, static floor "
+              f"{result['static_floor_rmse']:.4f}, noise floor {result['oracle_rmse']:.4f}; "
+              f"minus MF {result['minus_mf']['estimate']:+.4f} "
               f"[{result['minus_mf']['low']:+.4f}, {result['minus_mf']['high']:+.4f}]")
     return result
 

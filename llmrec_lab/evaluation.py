@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # annotations only: the protocol needs no model code
     from llmrec_lab.world import World
     from llmrec_lab.models.baselines import RatingModel
 
-NOISE_FLOOR = "noise floor"
+NOISE_FLOOR = "noise floor"  # the oracle that knows each rating's moment (World.oracle_predict)
+STATIC_FLOOR = "static floor"  # the best from user and item alone (World.static_predict)
 
 
 def ndcg_per_user(models: Mapping[str, object], train: pd.DataFrame, test: pd.DataFrame,
@@ -38,7 +39,7 @@ def ndcg_per_user(models: Mapping[str, object], train: pd.DataFrame, test: pd.Da
     of about 0.1, so 500 users give a standard error of about 0.005.
 
     With ``truth`` (a world's :class:`~llmrec_lab.world.behaviour.Truth`), a column
-    :data:`NOISE_FLOOR` ranks by the true static utility: the best a model of (user, item)
+    :data:`STATIC_FLOOR` ranks by the true static utility: the best a model of (user, item)
     can rank.
     """
     liked = test[test["rating"] >= 4].groupby("user_id")["item_id"].apply(set)
@@ -52,7 +53,7 @@ def ndcg_per_user(models: Mapping[str, object], train: pd.DataFrame, test: pd.Da
     grid = users[:, None], items[None, :]
     scores = {name: m.score(*grid) for name, m in models.items()}
     if truth is not None:
-        scores[NOISE_FLOOR] = truth.static_utility(*grid)
+        scores[STATIC_FLOOR] = truth.static_utility(*grid)
     table = pd.DataFrame({name: ranking_per_user(s, relevant, k, seen, items)[f"ndcg@{k}"]
                           for name, s in scores.items()})
     table.index = users[table.index]
@@ -75,4 +76,4 @@ def evaluate(model: RatingModel, world: World, train: pd.DataFrame, test: pd.Dat
     return {"rmse": rmse(y, model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())),
             key: float(ndcg["model"]),
             "oracle_rmse": rmse(y, world.oracle_predict(test)),
-            f"oracle_{key}": float(ndcg[NOISE_FLOOR])}
+            f"oracle_{key}": float(ndcg[STATIC_FLOOR])}

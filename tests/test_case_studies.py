@@ -7,12 +7,13 @@ import pytest
 
 from llmrec_lab.splits import split_for
 from llmrec_lab.world import make_world
-from llmrec_lab.evaluation import NOISE_FLOOR, evaluate, ndcg_per_user
+from llmrec_lab.evaluation import NOISE_FLOOR, STATIC_FLOOR, evaluate, ndcg_per_user
 from llmrec_lab.experiments.case_studies import (BASELINE, ID_ONLY, SYSTEMS, WHOLE, LongRun,
                                                   best_part,
                                                   compare_parts, long_run, pooled,
                                                   satisfaction_table, tuned_text,
                                                   whole_minus_parts)
+from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import make_model
 from llmrec_lab.models.fusion import FusionRater, ItemFeatures
 from llmrec_lab.stats import paired_interval, rmse_difference
@@ -55,9 +56,13 @@ def test_every_model_predicts_the_same_test_ratings(world, runs):
     whole = FusionRater(_features(world, 0), seed=0, epochs=3).fit(train, valid)
     assert whole.tokens_ == ["text", "image", "kg", "id"]
     assert np.array_equal(run.predictions[WHOLE], whole.predict(test["user_id"], test["item_id"]))
-    assert list(run.ndcg.columns) == [*run.predictions, NOISE_FLOOR]
+    assert list(run.ndcg.columns) == [*run.predictions, STATIC_FLOOR]
     assert ((run.ndcg >= 0) & (run.ndcg <= 1)).all().all()
-    assert run.table().loc["noise floor", "test RMSE"] < run.table().loc[ID_ONLY, "test RMSE"]
+    table = run.table()
+    assert table.loc[NOISE_FLOOR, "test RMSE"] == rmse(run.ratings, world.oracle_predict(test))
+    assert table.loc[STATIC_FLOOR, "test RMSE"] == rmse(run.ratings, world.static_predict(test))
+    assert (table.loc[NOISE_FLOOR, "test RMSE"] < table.loc[STATIC_FLOOR, "test RMSE"]
+            < table.loc[ID_ONLY, "test RMSE"])
 
 
 def test_whole_minus_parts_pairs_the_same_ratings_and_users(runs):
@@ -79,8 +84,8 @@ def test_whole_minus_parts_pairs_the_same_ratings_and_users(runs):
 def test_real_data_has_no_noise_floor(world):
     train, valid, test = split_for(world.ratings, "cold", 0)
     run = compare_parts(_features(world), train, valid, test, "movielens", "cold", 0, epochs=2)
-    assert run.oracle is None and NOISE_FLOOR not in run.ndcg
-    assert "noise floor" not in run.table().index
+    assert run.oracle is None and run.static is None and STATIC_FLOOR not in run.ndcg
+    assert not {NOISE_FLOOR, STATIC_FLOOR} & set(run.table().index)
 
 
 def test_long_run_pairs_users_across_systems(world):
@@ -128,4 +133,4 @@ def test_ndcg_per_user_judges_the_same_users_as_evaluate(world):
     assert set(table.index) <= set(test["user_id"])
     result = evaluate(model, world, train, test, max_users=10, seed=0)
     assert result["ndcg@10"] == pytest.approx(table["biases"].mean())
-    assert result["oracle_ndcg@10"] == pytest.approx(table[NOISE_FLOOR].mean())
+    assert result["oracle_ndcg@10"] == pytest.approx(table[STATIC_FLOOR].mean())

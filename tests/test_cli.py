@@ -192,7 +192,7 @@ def test_finetune_tower_reports_mf_and_biases_on_the_same_split(tiny_bert, own_c
         assert interval["low"] <= interval["estimate"] <= interval["high"]
         # the paired estimate of a difference of RMSEs on the same ratings is that difference
         assert interval["estimate"] == pytest.approx(result["test_rmse"] - result[f"{name}_rmse"])
-    assert 0 < result["oracle_rmse"] < result["biases_rmse"]
+    assert 0 < result["oracle_rmse"] < result["static_floor_rmse"] < result["biases_rmse"]
     assert (result["trainable_encoder"] > 0) == (method != "frozen")
     assert result["trainable"] > result["trainable_encoder"] and result["seconds"] > 0
 

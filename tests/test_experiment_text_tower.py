@@ -40,8 +40,9 @@ def test_every_model_predicts_the_same_test_ratings(world, runs):
     mf = make_model("mf", seed=1).fit(split_for(world.ratings, "cold", seed=1)[0])
     assert np.array_equal(run.predictions["mf"], mf.predict(test["user_id"], test["item_id"]))
     assert np.array_equal(run.oracle, world.oracle_predict(test))
+    assert np.array_equal(run.static, world.static_predict(test))
     # the same users for every model, each with an NDCG in [0, 1]
-    assert list(run.ndcg.columns) == [*run.predictions, "noise floor"]
+    assert list(run.ndcg.columns) == [*run.predictions, "static floor"]
     assert run.ndcg.notna().all().all() and ((run.ndcg >= 0) & (run.ndcg <= 1)).all().all()
 
 
@@ -50,7 +51,7 @@ def test_fusion_joins_on_the_same_test_ratings(world, tiny_bert, own_cache):
     ranked for the same users, and is the model :func:`fit_fusion` fits on that split."""
     run = compare_towers(world, "warm", 1, methods=("frozen",), encoder=tiny_bert, fusion=True)
     assert list(run.predictions) == ["global-mean", "biases", "mf", "tower-frozen", "fusion"]
-    assert list(run.ndcg.columns) == [*run.predictions, "noise floor"]
+    assert list(run.ndcg.columns) == [*run.predictions, "static floor"]
     assert "fusion" not in run.cost.index and "fusion" not in run.probe.index
     train, valid, test = split_for(world.ratings, "warm", seed=1)
     fusion = fit_fusion(world, train, valid, 1, tiny_bert)
@@ -63,6 +64,10 @@ def test_table_and_cost_describe_each_model(runs):
     table = run.table()
     assert table.loc["mf", "test RMSE"] == rmse(run.ratings, run.predictions["mf"])
     assert table.loc["noise floor", "test RMSE"] == rmse(run.ratings, run.oracle)
+    assert table.loc["static floor", "test RMSE"] == rmse(run.ratings, run.static)
+    # the static ranking is the static floor's NDCG; the noise floor ranks nothing
+    assert table.loc["static floor", "NDCG@10"] == run.ndcg["static floor"].mean()
+    assert np.isnan(table.loc["noise floor", "NDCG@10"])
     cost = run.cost
     assert cost.loc["tower-frozen", "trainable in encoder"] == 0
     assert 0 < cost.loc["tower-lora", "trainable in encoder"] < cost.loc["tower-lora",
@@ -82,12 +87,17 @@ def test_pooled_table_pairs_the_seeds(runs):
     assert table.loc["tower-lora", "minus mf"] == str(expected)
     assert table.loc["mf", "minus mf"] == "" and table.loc["noise floor", "minus mf"] == ""
     assert table.loc["tower-frozen", "minus tower-frozen"] == ""
+    closed = table["static gap closed"]
+    assert closed["global-mean"] == 0 and closed["static floor"] == 1
+    errors = table["test RMSE"]
+    assert closed["mf"] == pytest.approx((errors["global-mean"] - errors["mf"])
+                                         / (errors["global-mean"] - errors["static floor"]))
 
 
 def test_runs_ndcg_difference_is_negative_when_the_first_ranks_better(runs):
-    better = runs_ndcg_difference(runs, "noise floor", "global-mean")
+    better = runs_ndcg_difference(runs, "static floor", "global-mean")
     assert better.estimate == pytest.approx(np.mean([r.ndcg["global-mean"].mean()
-                                                     - r.ndcg["noise floor"].mean()
+                                                     - r.ndcg["static floor"].mean()
                                                      for r in runs]))
     assert runs_ndcg_difference(runs, "mf", "mf").estimate == 0
 

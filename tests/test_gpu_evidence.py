@@ -89,7 +89,8 @@ def test_towers_compare_every_model_warm_and_cold(dry_run):
     assert {(r["seed"], r["split"]) for r in body["rows"]} == {(s, split) for s in (0, 1)
                                                                for split in ("warm", "cold")}
     for row in body["rows"]:
-        assert set(row["rmse"]) == set(row["ndcg@10"]) == {*MODELS, "noise floor"}
+        assert set(row["rmse"]) == {*MODELS, "static floor", "noise floor"}
+        assert set(row["ndcg@10"]) == {*MODELS, "static floor"}
         assert all(0 <= v <= 1 for v in row["ndcg@10"].values())
         assert row["n_train"] > 0 and row["n_test"] > 0 and row["text_style"] == "template"
         assert set(row["cost"]) == set(row["quality_probe"]) == set(TOWERS)
@@ -124,11 +125,11 @@ def fake_comparison(seed: int, split: str) -> object:
     preds = {m: np.clip(y + rng.normal(0, 0.5 + i / 4, y.size), 1, 5)
              for i, m in enumerate(MODELS)}
     ndcg = pd.DataFrame(rng.uniform(size=(20, len(MODELS) + 1)),
-                        columns=[*MODELS, "noise floor"])
+                        columns=[*MODELS, "static floor"])
     cost = pd.DataFrame({"seconds": [1.0, 2.0, 3.0], "epochs": [4, 1, 2],
                          "items / s": [np.nan, 10.0, 5.0]}, index=list(TOWERS))
     probe = pd.Series([0.5, np.nan, 0.1], index=list(TOWERS))
-    return TowerComparison("shop", "template", split, seed, 200, y, preds, y, ndcg, cost, probe)
+    return TowerComparison("shop", "template", split, seed, 200, y, preds, y, y, ndcg, cost, probe)
 
 
 def test_towers_call_compare_towers_as_the_chapter(monkeypatch):
@@ -212,4 +213,21 @@ def test_refuses_a_folder_it_did_not_write(tmp_path):
 def test_refuses_unknown_parts(tmp_path):
     done = evidence("--dry-run", "--parts", "throughput,gpu", "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "--parts" in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_rerun_picks_sizes_and_loops(tmp_path):
+    loop = "ours+compile:reduce-overhead,buckets=64/128"
+    done = evidence("--dry-run", "--parts", "throughput", "--sizes", "bert-base", "--loop", loop,
+                    "--out", str(tmp_path / "o"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = load(tmp_path / "o", "throughput")["results"]
+    assert [(r["model"], r["loop"]) for r in rows] == [("bert-base", "source"), ("bert-base", loop)]
+
+
+def test_refuses_unknown_sizes_and_loops(tmp_path):
+    for flag, value in (("--sizes", "gpt-2"), ("--loop", "ours+magic")):
+        done = evidence("--dry-run", flag, value, "--out", str(tmp_path / "o"))
+        assert done.returncode == 2 and flag in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()

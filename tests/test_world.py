@@ -152,6 +152,30 @@ def test_oracle_is_the_noise_floor(world):
     assert floor == pytest.approx(np.sqrt(variance.mean()), rel=0.05)
 
 
+def test_static_floor_averages_the_users_state_out(world):
+    r = world.ratings
+    static = world.static_predict(r)
+    # one pair by hand: its static utility shifted by each offset its user had in the log
+    log = world.rating_truth[world.rating_truth["user_id"] == r["user_id"].iloc[0]]
+    offsets = log["utility"] - world.truth.static_utility(log["user_id"], log["item_id"])
+    by_hand = behaviour.expected_rating(
+        world.truth.static_utility(r["user_id"].iloc[0], r["item_id"].iloc[0]) + offsets,
+        world.truth.noise_sd).mean()
+    assert static[0] == pytest.approx(by_hand)
+
+    def error(p):
+        return np.sqrt(np.mean((p - r["rating"]) ** 2))
+
+    # it cannot see the moment, so it sits between the oracle and the global mean
+    assert error(world.oracle_predict(r)) < error(static) < error(np.full(len(r), r["rating"].mean()))
+
+
+def test_static_floor_is_the_noise_floor_without_boredom_or_novelty():
+    world = make_world("shop", "ci", seed=0, boredom=0, novelty=0)
+    np.testing.assert_allclose(world.static_predict(world.ratings),
+                               world.oracle_predict(world.ratings), atol=1e-12)
+
+
 def test_expected_rating_matches_monte_carlo():
     rng = np.random.default_rng(0)
     for u in (0.2, 2.7, 4.9):

@@ -28,7 +28,7 @@ import pandas as pd
 
 from llmrec_lab.splits import random_split
 from llmrec_lab.world import World
-from llmrec_lab.evaluation import ndcg_per_user
+from llmrec_lab.evaluation import NOISE_FLOOR, STATIC_FLOOR, ndcg_per_user
 from llmrec_lab.experiments.long_term import make_policy, mf_scores
 from llmrec_lab.experiments.text_tower import fit_tower
 from llmrec_lab.kg.build import movielens_kg, world_kg
@@ -90,14 +90,17 @@ class PartsComparison:
     seed: int
     ratings: np.ndarray
     predictions: dict[str, np.ndarray]  # model -> clipped predictions of the test ratings
-    ndcg: pd.DataFrame  # NDCG@10 per user (rows) and model (columns, and the noise floor)
+    ndcg: pd.DataFrame  # NDCG@10 per user (rows) and model (columns, and the static floor)
     oracle: np.ndarray | None  # a world's noise floor; None for real data
+    static: np.ndarray | None  # a world's static floor; None for real data
 
     def table(self) -> pd.DataFrame:
-        """Test RMSE and mean NDCG@10 per model (and the noise floor's, for a world)."""
+        """Test RMSE and mean NDCG@10 per model (and the static and noise floors', for a
+        world)."""
         rmses = {name: rmse(self.ratings, p) for name, p in self.predictions.items()}
         if self.oracle is not None:
-            rmses["noise floor"] = rmse(self.ratings, self.oracle)
+            rmses[STATIC_FLOOR] = rmse(self.ratings, self.static)
+            rmses[NOISE_FLOOR] = rmse(self.ratings, self.oracle)
         return pd.DataFrame({"test RMSE": pd.Series(rmses), "NDCG@10": self.ndcg.mean()})
 
     @property
@@ -110,7 +113,7 @@ def compare_parts(features: ItemFeatures, train: pd.DataFrame, valid: pd.DataFra
                   world: World | None = None) -> PartsComparison:
     """The ID model, the fusion model on each content modality of ``features`` alone and on
     all of them with the ID (the whole), fitted on ``train`` (early-stopped on ``valid``) and
-    judged on ``test``. With ``world``, the noise floor is judged too."""
+    judged on ``test``. With ``world``, the static and noise floors are judged too."""
     models = {ID_ONLY: make_model("mf", seed=seed).fit(train)}
     for modality in features.content:
         models[PART_NAMES[modality]] = FusionRater(features, (modality,), seed=seed,
@@ -122,7 +125,8 @@ def compare_parts(features: ItemFeatures, train: pd.DataFrame, valid: pd.DataFra
         {name: m.predict(users, items) for name, m in models.items()},
         ndcg_per_user(models, train, test, features.item_ids, setting == "cold", seed,
                       truth=None if world is None else world.truth),
-        None if world is None else world.oracle_predict(test))
+        None if world is None else world.oracle_predict(test),
+        None if world is None else world.static_predict(test))
 
 
 @dataclass(frozen=True)

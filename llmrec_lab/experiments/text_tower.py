@@ -24,7 +24,7 @@ import pandas as pd
 from llmrec_lab.splits import random_split, split_for
 from llmrec_lab.world import World
 from llmrec_lab.encoders.text import TextEncoder
-from llmrec_lab.evaluation import ndcg_per_user
+from llmrec_lab.evaluation import NOISE_FLOOR, STATIC_FLOOR, ndcg_per_user
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, make_model
 from llmrec_lab.models.fusion import FusionRater, world_item_features
@@ -117,14 +117,16 @@ class TowerComparison:
     ratings: np.ndarray  # the test ratings
     predictions: dict[str, np.ndarray]  # model -> clipped predictions of those ratings
     oracle: np.ndarray  # the noise floor: each test rating's expected value given true utility
-    ndcg: pd.DataFrame  # NDCG@K per user (rows) and model (columns, and "noise floor")
+    static: np.ndarray  # the static floor: the same with the user's momentary state averaged out
+    ndcg: pd.DataFrame  # NDCG@K per user (rows) and model (columns, and the static floor)
     cost: pd.DataFrame  # per text tower: what its training cost
     probe: pd.Series  # per text tower: correlation of c_i with true quality on the test items
 
     def table(self) -> pd.DataFrame:
-        """Test RMSE and mean NDCG@K per model, the noise floor last."""
+        """Test RMSE and mean NDCG@K per model, then the static and the noise floor."""
         rmses = {**{name: rmse(self.ratings, p) for name, p in self.predictions.items()},
-                 "noise floor": rmse(self.ratings, self.oracle)}
+                 STATIC_FLOOR: rmse(self.ratings, self.static),
+                 NOISE_FLOOR: rmse(self.ratings, self.oracle)}
         return pd.DataFrame({"test RMSE": pd.Series(rmses), f"NDCG@{K}": self.ndcg.mean()})
 
 
@@ -178,6 +180,7 @@ def compare_towers(world: World, setting: str = "cold", seed: int = 0,
         test["rating"].to_numpy(),
         {name: m.predict(users, items) for name, m in models.items()},
         world.oracle_predict(test),
+        world.static_predict(test),
         ndcg_per_user(models, train, test, world.items["item_id"].to_numpy(), setting == "cold",
                       seed, K, truth=world.truth),
         pd.DataFrame.from_dict({k: v for k, v in costs.items() if k in models}, orient="index"),
@@ -216,10 +219,16 @@ def pooled_table(runs: Sequence[TowerComparison], references: Sequence[str] = ("
                                                                                  "tower-frozen"),
                  level: float = 0.95) -> pd.DataFrame:
     """One row per model over the seeds of ``runs`` (one split and world each): mean test RMSE
-    and NDCG@K, and the paired interval of the RMSE difference from each reference model."""
+    and NDCG@K, the share of the gap from the global mean to the static floor it closes, and
+    the paired interval of the RMSE difference from each reference model."""
     names = list(runs[0].predictions)
     ys = [r.ratings for r in runs]
     table = pd.concat([r.table() for r in runs]).groupby(level=0, sort=False).mean()
+    # How far each model got from the global mean towards the static floor, the best that any
+    # model of (user, item) can do: 0 at the mean, 1 at the floor.
+    errors = table["test RMSE"]
+    table["static gap closed"] = ((errors["global-mean"] - errors)
+                                  / (errors["global-mean"] - errors[STATIC_FLOOR]))
     for ref in references:
         if ref not in names:
             continue

@@ -146,6 +146,30 @@ class World:
             raise KeyError("oracle_predict: some (user_id, item_id) pairs are not in this world's log")
         return keyed["expected_rating"].to_numpy()
 
+    def static_predict(self, ratings: pd.DataFrame) -> np.ndarray:
+        """E[rating | user, item] with the user's momentary state averaged out: the static floor.
+
+        The noise floor (:meth:`oracle_predict`) knows each rating's utility at that moment,
+        boredom and novelty included, which no model of (user, item) can see. Here a pair's
+        static utility is shifted by each state offset (logged utility minus its static part)
+        its user had over the log, and the expected ratings are averaged: the best prediction
+        from who rates what alone, if a user's state did not depend on the item's category.
+        A user with no logged rating gets no offset.
+        """
+        log_users = self.rating_truth["user_id"].to_numpy()
+        offsets = self.rating_truth["utility"].to_numpy() - self.truth.static_utility(
+            log_users, self.rating_truth["item_id"].to_numpy())
+        users, items = ratings["user_id"].to_numpy(), ratings["item_id"].to_numpy()
+        static = self.truth.static_utility(users, items)
+        predictions = behaviour.expected_rating(static, self.truth.noise_sd)
+        by_user = pd.Series(offsets).groupby(log_users).apply(np.asarray)
+        for user, rows in pd.Series(np.arange(len(users))).groupby(users):
+            if user in by_user.index:
+                shifted = static[rows.to_numpy(), None] + by_user[user][None, :]
+                predictions[rows.to_numpy()] = behaviour.expected_rating(
+                    shifted, self.truth.noise_sd).mean(axis=1)
+        return predictions
+
     def save(self, out: str | Path) -> Path:
         """Write the world's files into ``out``, all of them or none; byte-identical for a seed.
 
