@@ -439,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"...), each holding out a seeded {COLD_FRAC * 100:.0f}%% of the "
                          "items with all their ratings")
     ev.add_argument("--model", required=True,
-                    help="global-mean, biases, mf, a fine-tuned cross-encoder rater plm-<method> "
+                    help="global-mean, biases, mf, bpmf (Bayesian MF by Gibbs sampling), a "
+                         "fine-tuned cross-encoder rater plm-<method> "
                          f"(method: {', '.join(TUNED)}), or a text tower tower-<method> "
                          f"(method: {', '.join(TOWERS)})")
     ev.add_argument("--seed", type=SEED, default=0)

@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 
 from llmrec_lab.metrics import rmse
-from llmrec_lab.models.baselines import (Biases, GlobalMean, MatrixFactorization, make_model,
-                                         score_all)
+from llmrec_lab.models import baselines
+from llmrec_lab.models.baselines import (BayesianMF, Biases, GlobalMean, MatrixFactorization,
+                                         make_model, score_all)
 
 MF_KW = dict(n_factors=8, epochs=10)  # small and quick
 
@@ -133,7 +134,7 @@ def test_make_model_builds_by_name_and_lists_valid_names():
     model = make_model("mf", seed=7, epochs=3)
     assert isinstance(model, MatrixFactorization) and (model.seed, model.epochs) == (7, 3)
     assert isinstance(make_model("biases", seed=7), Biases)  # deterministic: seed not needed
-    with pytest.raises(ValueError, match="global-mean, biases, mf"):
+    with pytest.raises(ValueError, match="global-mean, biases, mf, bpmf"):
         make_model("svd")
 
 
@@ -147,3 +148,63 @@ def test_clear_errors_for_misuse(split):
         GlobalMean().fit(train).predict(np.array([1, 2, 3]), np.array([1, 2]))
     with pytest.raises(ValueError, match="reg must be > 0"):
         MatrixFactorization(reg=0.0)
+
+
+BPMF_KW = dict(n_factors=8, sweeps=40, burn_in=15, noise_sd=0.3, keep=10)  # small and quick
+
+
+@pytest.fixture(scope="module")
+def bpmf(split) -> BayesianMF:
+    return BayesianMF(**BPMF_KW).fit(split[0])
+
+
+def test_bpmf_beats_mf_on_a_low_rank_world(split, fitted, bpmf):
+    _, test = split
+    assert rmse_on(bpmf, test) < rmse_on(fitted["mf"], test)
+
+
+def test_bpmf_is_deterministic_for_a_seed(split, bpmf):
+    train, test = split
+    ids = test["user_id"], test["item_id"]
+    np.testing.assert_array_equal(BayesianMF(**BPMF_KW).fit(train).predict(*ids),
+                                  bpmf.predict(*ids))
+    assert not np.array_equal(BayesianMF(**BPMF_KW, seed=1).fit(train).predict(*ids),
+                              bpmf.predict(*ids))
+
+
+def test_bpmf_averages_its_draws_clipped_for_ratings_unclipped_for_ranking(bpmf):
+    users, items = np.array([1000, 1001, -1, 1002]), np.array([1, 2, 3, -7])
+    draws = bpmf._draws(*bpmf._encode(users, items))
+    assert draws.shape == (BPMF_KW["keep"], 4)
+    np.testing.assert_allclose(bpmf.score(users, items), draws.mean(axis=0))
+    np.testing.assert_allclose(bpmf.predict(users, items), np.clip(draws, 1, 5).mean(axis=0))
+    # an unknown user or item has the all-zero row in every draw: the mean rating
+    np.testing.assert_allclose(bpmf.score(users, items)[2:], bpmf.mu_)
+
+
+def test_a_gibbs_step_draws_each_row_from_its_gaussian(monkeypatch):
+    """With the prior held fixed, a user's draws have the mean and covariance of the Gaussian
+    that its ratings and the items' vectors imply: the ridge solution, and the inverse of
+    ``prior + precision * sum_i q_i q_i^T``."""
+    rng = np.random.default_rng(0)
+    k, prior_mean, prior = 2, np.array([0.3, -0.2]), np.array([[2.0, 0.5], [0.5, 1.0]])
+    monkeypatch.setattr(baselines, "_normal_wishart", lambda rows, rng: (prior_mean, prior))
+    items = rng.normal(size=(5, k))
+    own, other = np.array([0, 0, 0, 1, 1]), np.array([0, 2, 4, 1, 3])
+    residual, precision = rng.normal(size=5), 4.0
+    side = baselines._GibbsSide(own, other, 2)
+    draws = np.stack([side.draw(items, residual, np.zeros((2, k)), precision, rng)
+                      for _ in range(20_000)])
+    for user in (0, 1):
+        q, r = items[other[own == user]], residual[own == user]
+        cov = np.linalg.inv(prior + precision * q.T @ q)
+        mean = cov @ (prior @ prior_mean + precision * q.T @ r)
+        np.testing.assert_allclose(draws[:, user].mean(axis=0), mean, atol=0.01)
+        np.testing.assert_allclose(np.cov(draws[:, user].T), cov, atol=0.01)
+
+
+def test_bpmf_refuses_a_burn_in_past_its_sweeps_and_no_draws():
+    with pytest.raises(ValueError, match="burn_in"):
+        BayesianMF(sweeps=10, burn_in=10)
+    with pytest.raises(ValueError, match="keep"):
+        BayesianMF(keep=0)
