@@ -31,6 +31,7 @@ PACKAGES = ("llmrec-lab", "torch", "torchvision", "transformers", "peft", "pykee
 # torch (a test checks they agree); the text tower has one more, "frozen"
 TUNED = ("full", "lora", "adalora", "ia3", "prefix", "adapter")
 TOWERS = ("frozen",) + TUNED
+TEXT_PRIOR_BPMF = "bpmf-text"  # evaluate's Bayesian MF with the items' text vectors as prior
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -126,9 +127,11 @@ def _evaluated_model(name: str) -> tuple[str, str]:
                 raise ValueError(f"unknown model {name}; the {kind} models are "
                                  f"{', '.join(f'{kind}-{m}' for m in methods)}")
             return kind, method
+    if name == TEXT_PRIOR_BPMF:
+        return "text-prior", "bpmf"
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, "
-                         f"plm-<method> or tower-<method>")
+                         f"{TEXT_PRIOR_BPMF}, plm-<method> or tower-<method>")
     return "id", name
 
 
@@ -142,6 +145,10 @@ def _fold_scores(args: argparse.Namespace, kind: str, method: str, train: pd.Dat
         return _plm_fold(args, method, train, test, items)
     if kind == "tower":
         model = _fit_tower(items, train, method, args)
+    elif kind == "text-prior":
+        from llmrec_lab.experiments.text_tower import fit_text_prior_bpmf
+
+        model = fit_text_prior_bpmf(items, train, args.seed, args.encoder)
     else:
         model = make_model(method, seed=args.seed).fit(train)
     pred = model.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy())
@@ -439,8 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"...), each holding out a seeded {COLD_FRAC * 100:.0f}%% of the "
                          "items with all their ratings")
     ev.add_argument("--model", required=True,
-                    help="global-mean, biases, mf, bpmf (Bayesian MF by Gibbs sampling), a "
-                         "fine-tuned cross-encoder rater plm-<method> "
+                    help="global-mean, biases, mf, bpmf (Bayesian MF by Gibbs sampling), "
+                         f"{TEXT_PRIOR_BPMF} (bpmf with the frozen text vectors as the items' "
+                         "prior), a fine-tuned cross-encoder rater plm-<method> "
                          f"(method: {', '.join(TUNED)}), or a text tower tower-<method> "
                          f"(method: {', '.join(TOWERS)})")
     ev.add_argument("--seed", type=SEED, default=0)

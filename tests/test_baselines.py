@@ -208,3 +208,58 @@ def test_bpmf_refuses_a_burn_in_past_its_sweeps_and_no_draws():
         BayesianMF(sweeps=10, burn_in=10)
     with pytest.raises(ValueError, match="keep"):
         BayesianMF(keep=0)
+
+
+def test_bpmf_with_item_vectors_predicts_cold_items_from_them():
+    """Items whose vectors carry their true factors and bias: with the vectors, BPMF predicts
+    items it never saw far better than the mean, which is all it has without them."""
+    ratings = synthetic(seed=1)
+    rng = np.random.default_rng(1)
+    item_ids = np.sort(ratings["item_id"].unique())
+    cold = rng.choice(item_ids, size=16, replace=False)
+    train, test = ratings[~ratings["item_id"].isin(cold)], ratings[ratings["item_id"].isin(cold)]
+    # the generator's own item biases and factors (what synthetic drew), slightly noised
+    truth = synthetic_items(seed=1)
+    vectors = truth[item_ids - 1] + rng.normal(0, 0.05, truth[item_ids - 1].shape)
+    plain = BayesianMF(**BPMF_KW).fit(train)
+    informed = BayesianMF(**BPMF_KW, item_ids=item_ids, item_vectors=vectors).fit(train)
+    assert rmse_on(informed, test) < 0.8 * rmse_on(plain, test)
+    np.testing.assert_allclose(plain.score(test["user_id"], test["item_id"]), plain.mu_)
+
+
+def synthetic_items(seed: int, n_users: int = 150, n_items: int = 80, rank: int = 3
+                    ) -> np.ndarray:
+    """Each item's ``[b_i, q_i]`` as :func:`synthetic` draws them for ``seed``."""
+    rng = np.random.default_rng(seed)
+    rng.normal(0, 0.4, n_users)
+    bi = rng.normal(0, 0.4, n_items)
+    rng.normal(0, 0.8, (n_users, rank))
+    return np.column_stack([bi, rng.normal(0, 0.8, (n_items, rank))])
+
+
+def test_bpmf_item_vectors_are_checked(split):
+    train, _ = split
+    ids = np.sort(train["item_id"].unique())
+    with pytest.raises(ValueError, match="one vector per id"):
+        BayesianMF(item_ids=ids, item_vectors=np.zeros((len(ids) - 1, 2)))
+    with pytest.raises(ValueError, match="does not list"):
+        BayesianMF(**BPMF_KW, item_ids=ids[1:], item_vectors=np.zeros((len(ids) - 1, 2))
+                   ).fit(train)
+
+
+def test_the_vector_prior_draws_its_regression_from_the_matrix_normal_posterior():
+    """Given the rows and their precision, ``B`` has the ridge solution as its mean, and its
+    entries ``(f, c)`` and ``(g, d)`` covary by ``gram^-1[f, g] * precision^-1[c, d]``."""
+    rng = np.random.default_rng(0)
+    x, rows = rng.normal(size=(30, 3)), rng.normal(size=(30, 2))
+    precision = np.array([[2.0, 0.6], [0.6, 1.0]])
+    prior = baselines._VectorPrior(x, reg=2.0)
+    draws = np.stack([np.linalg.lstsq(x, prior.draw(rows, precision, rng), rcond=None)[0]
+                      for _ in range(20_000)])  # B back from the shifts x B
+    gram_inv = np.linalg.inv(x.T @ x + 2.0 * np.eye(3))
+    np.testing.assert_allclose(draws.mean(axis=0), gram_inv @ x.T @ rows, atol=0.01)
+    columns = np.linalg.inv(precision)
+    assert draws[:, 0, 0].var() == pytest.approx(gram_inv[0, 0] * columns[0, 0], rel=0.05)
+    cov = np.cov(draws[:, 0, 0], draws[:, 0, 1])[0, 1]  # one row of B, its two columns
+    assert cov == pytest.approx(gram_inv[0, 0] * columns[0, 1], rel=0.1)
+    assert np.allclose(prior.shift, x @ draws[-1])

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_bpmf_bench_compares_both_models_on_the_same_ratings(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "LLMREC_DATA_DIR"}
-    env["PYTHONPATH"] = str(ROOT)
+    env.update(PYTHONPATH=str(ROOT), LLMREC_CACHE_DIR=str(tmp_path / "cache"))
     out = tmp_path / "bpmf.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bpmf_movielens.py"), "--seeds",
                            "0", "1", "--folds", "2", "--json", str(out)],
@@ -19,7 +19,10 @@ def test_bpmf_bench_compares_both_models_on_the_same_ratings(tmp_path):
     report = json.loads(out.read_text())
     assert report["data"].startswith("SYNTHETIC") and report["seeds"] == [0, 1]
     (row,) = report["folds"]
-    assert row["fold"] == "u2" and len(row["bpmf_per_seed"]) == len(row["mf_per_seed"]) == 2
-    iv = row["bpmf_minus_mf_sq"]
-    assert iv["low"] <= iv["mean"] <= iv["high"] and iv["n"] > 0
-    assert report["mean"] == {"mf": row["mf"], "bpmf": row["bpmf"]}
+    models = ("mf", "bpmf", "bpmf-text")
+    assert row["fold"] == "u2" and all(len(row[f"{m}_per_seed"]) == 2 for m in models)
+    for name, reference in (("bpmf", "mf"), ("bpmf-text", "mf"), ("bpmf-text", "bpmf")):
+        iv = row[f"{name}_minus_{reference}_sq"]
+        assert iv["low"] <= iv["mean"] <= iv["high"] and iv["n"] > 0
+    assert "mf_minus_bpmf_sq" not in row
+    assert report["mean"] == {m: row[m] for m in models}

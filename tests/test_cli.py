@@ -35,7 +35,7 @@ def test_world_writes_a_loadable_world(tmp_path, capsys):
     assert 0 < summary["oracle_rmse"] < 1
 
 
-@pytest.mark.parametrize("model", ["global-mean", "biases", "mf"])
+@pytest.mark.parametrize("model", ["global-mean", "biases", "mf", "bpmf"])
 def test_evaluate_ml100k_official_folds(tmp_path, capsys, model):
     write_fixture("ml-100k", tmp_path, n_users=40, n_items=30, n_ratings=500)
     code, out, _ = run(capsys, "evaluate", "--dataset", "ml-100k", "--data-dir", str(tmp_path),
@@ -221,7 +221,8 @@ def test_evaluate_cold_items_holds_out_whole_items_over_five_seeds(tmp_path, cap
 
 
 @pytest.mark.parametrize("model, protocol", [("tower-frozen", "u1-u5"),
-                                             ("tower-ia3", "cold-items")])
+                                             ("tower-ia3", "cold-items"),
+                                             ("bpmf-text", "cold-items")])
 def test_evaluate_tower_on_movielens_fixture(tiny_bert, own_cache, tmp_path, capsys, model,
                                              protocol):
     write_fixture("ml-100k", tmp_path, n_users=20, n_items=15, n_ratings=150)

@@ -26,7 +26,8 @@ from llmrec_lab.world import World
 from llmrec_lab.encoders.text import TextEncoder
 from llmrec_lab.evaluation import NOISE_FLOOR, STATIC_FLOOR, ndcg_per_user
 from llmrec_lab.metrics import rmse
-from llmrec_lab.models.baselines import MatrixFactorization, RatingModel, make_model
+from llmrec_lab.models.baselines import (BayesianMF, MatrixFactorization, RatingModel,
+                                         make_model)
 from llmrec_lab.models.fusion import FusionRater, world_item_features
 from llmrec_lab.models.tower import TOWER_METHODS, TextTowerRater, TowerConfig
 from llmrec_lab.models.tuning_methods import LEARNING_RATES
@@ -60,6 +61,17 @@ def fit_frozen(items: pd.DataFrame, train: pd.DataFrame, seed: int = 0,
     if epochs is not None:
         config = replace(config, epochs=epochs)
     return TextTowerRater(items, config).fit(train, init=start, valid=valid)
+
+
+def fit_text_prior_bpmf(items: pd.DataFrame, train: pd.DataFrame, seed: int = 0,
+                        encoder: str | None = None) -> BayesianMF:
+    """Bayesian MF whose items' prior means are regressed on the frozen encoder's vectors of
+    their texts (:class:`~llmrec_lab.models.baselines.BayesianMF` with ``item_vectors``): the
+    text enters as a prior that ratings overrule, where the tower adds it to the prediction.
+    Every item of ``items`` gets a row, so a cold item is predicted from its text."""
+    vectors = TextEncoder(encoder).encode(list(items["text"]))
+    return BayesianMF(seed=seed, item_ids=items["item_id"].to_numpy(),
+                      item_vectors=vectors).fit(train)
 
 
 def tune_tower(items: pd.DataFrame, train: pd.DataFrame, frozen: TextTowerRater, method: str,

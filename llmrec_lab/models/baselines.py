@@ -234,23 +234,44 @@ class BayesianMF(RatingModel):
 
     ``noise_sd`` is the assumed spread of a rating around its prediction. Predictions average
     ``keep`` draws spread evenly over the sweeps after burn-in. Reproducible for a ``seed``.
+
+    With ``item_vectors`` (one row per id of ``item_ids``, the catalogue: say a frozen text
+    encoder's vectors of the items' texts), an item's prior mean is ``mean + B^T x_i`` instead of
+    ``mean``, with ``B`` drawn each sweep from its posterior (a Bayesian ridge regression of the
+    item vectors on ``x``, penalty ``vector_reg``: Macau, Simm et al. 2015). An item with few
+    ratings then starts from what its text says, and one with none (a cold item) is predicted
+    from its text alone.
     """
 
     name = "bpmf"
 
+    # vector_reg 3 is what a validation split (10% of u1.base's ratings, seed 0, MiniLM's
+    # vectors of the items' texts) chose from 0.3, 1 and 3 on ml-100k: RMSE 0.8948, 0.8918,
+    # 0.8909, and 0.8974 with a penalty of 1000 (the vectors all but ignored); never the test folds
     def __init__(self, n_factors: int = 20, sweeps: int = 200, burn_in: int = 40,
-                 noise_sd: float = 0.7, keep: int = 40, seed: int = 0):
+                 noise_sd: float = 0.7, keep: int = 40, seed: int = 0,
+                 item_ids: np.ndarray | None = None, item_vectors: np.ndarray | None = None,
+                 vector_reg: float = 3.0):
         if not 0 <= burn_in < sweeps:
             raise ValueError(f"burn_in must be in [0, sweeps), got {burn_in} with sweeps={sweeps}")
         if keep < 1:
             raise ValueError(f"keep must be >= 1 (the draws a prediction averages), got {keep}")
+        if (item_ids is None) != (item_vectors is None) or (
+                item_ids is not None and len(item_ids) != len(item_vectors)):
+            raise ValueError("item_ids and item_vectors go together, one vector per id")
         self.n_factors, self.sweeps, self.burn_in = n_factors, sweeps, burn_in
         self.noise_sd, self.keep, self.seed = noise_sd, keep, seed
+        self.item_ids, self.item_vectors, self.vector_reg = item_ids, item_vectors, vector_reg
 
     def fit(self, ratings: pd.DataFrame) -> BayesianMF:
-        u, i, r = self._index(ratings)
+        catalogue = None if self.item_ids is None else pd.Index(self.item_ids)
+        if catalogue is not None and not ratings["item_id"].isin(catalogue).all():
+            raise ValueError("ratings hold items that item_ids does not list")
+        u, i, r = self._index(ratings, items=catalogue)
         rng = np.random.default_rng(self.seed)
-        sides = [_GibbsSide(u, i, len(self.users_)), _GibbsSide(i, u, len(self.items_))]
+        vectors = None if catalogue is None else _VectorPrior(self.item_vectors, self.vector_reg)
+        sides = [_GibbsSide(u, i, len(self.users_)),
+                 _GibbsSide(i, u, len(self.items_), vectors)]
         tables = [0.1 * rng.standard_normal((n, self.n_factors))
                   for n in (len(self.users_), len(self.items_))]
         kept_at = set(np.linspace(self.burn_in, self.sweeps - 1, self.keep).round().astype(int))
@@ -280,10 +301,12 @@ class BayesianMF(RatingModel):
 
 
 class _GibbsSide:
-    """One side (users or items) of :class:`BayesianMF`: its rows' ratings as a sparse sum."""
+    """One side (users or items) of :class:`BayesianMF`: its rows' ratings as a sparse sum, and
+    the regression on side vectors that sets each row's prior mean, if it has one."""
 
-    def __init__(self, own: np.ndarray, other: np.ndarray, n: int):
-        self.other = other
+    def __init__(self, own: np.ndarray, other: np.ndarray, n: int,
+                 vectors: _VectorPrior | None = None):
+        self.other, self.vectors = other, vectors
         # rows x ratings indicator: a product with it sums each row's ratings' terms at once
         self.sum_rows = scipy.sparse.csr_matrix(
             (np.ones(len(own)), (own, np.arange(len(own)))), shape=(n, len(own)))
@@ -292,17 +315,41 @@ class _GibbsSide:
              precision: float, rng: np.random.Generator) -> np.ndarray:
         """New rows for this side: the prior's mean and precision drawn given the current rows,
         then each row from its Gaussian given the other side's rows and its ratings."""
-        mean, prior = _normal_wishart(own_table, rng)
+        shift = 0.0 if self.vectors is None else self.vectors.shift
+        mean, prior = _normal_wishart(own_table - shift, rng)
+        if self.vectors is not None:
+            shift = self.vectors.draw(own_table - mean, prior, rng)
         n, k = own_table.shape
         v = other_table[self.other]
         gram = (self.sum_rows @ (v[:, :, None] * v[:, None, :]).reshape(len(v), k * k))
         precisions = prior + precision * gram.reshape(n, k, k)
-        targets = precision * (self.sum_rows @ (v * residual[:, None])) + prior @ mean
+        targets = precision * (self.sum_rows @ (v * residual[:, None])) + (mean + shift) @ prior
         lower = np.linalg.cholesky(precisions)
         centre = np.linalg.solve(precisions, targets[:, :, None])[..., 0]
         # x = centre + L^-T z has covariance (L L^T)^-1, the inverse of the row's precision
         noise = np.linalg.solve(np.swapaxes(lower, 1, 2), rng.standard_normal((n, k, 1)))[..., 0]
         return centre + noise
+
+
+class _VectorPrior:
+    """Rows' prior means ``B^T x`` from side vectors ``x``: ``B`` is drawn given the rows."""
+
+    def __init__(self, x: np.ndarray, reg: float):
+        self.x = np.asarray(x, dtype=np.float64)
+        gram = self.x.T @ self.x + reg * np.eye(self.x.shape[1])
+        self.gram, self.lower = gram, np.linalg.cholesky(gram)
+        self.shift = 0.0  # x B for the current B; B starts at zero
+
+    def draw(self, rows: np.ndarray, precision: np.ndarray, rng: np.random.Generator,
+             ) -> np.ndarray:
+        """Draw ``B`` given ``rows`` (minus their prior's mean) and the prior's precision, from
+        its matrix-normal posterior: mean the ridge solution, row covariance ``gram^-1``,
+        column covariance ``precision^-1``. Return the new shifts ``x B``."""
+        ridge = np.linalg.solve(self.gram, self.x.T @ rows)
+        noise = np.linalg.solve(self.lower.T, rng.standard_normal(ridge.shape))
+        columns = np.linalg.cholesky(np.linalg.inv(precision))
+        self.shift = self.x @ (ridge + noise @ columns.T)
+        return self.shift
 
 
 def _normal_wishart(rows: np.ndarray, rng: np.random.Generator,
