@@ -313,8 +313,9 @@ class _GibbsSide:
 
     def draw(self, other_table: np.ndarray, residual: np.ndarray, own_table: np.ndarray,
              precision: float, rng: np.random.Generator) -> np.ndarray:
-        """New rows for this side: the prior's mean and precision drawn given the current rows,
-        then each row from its Gaussian given the other side's rows and its ratings."""
+        """New rows for this side: the prior's mean and precision drawn given the current rows
+        (less their shifts ``x B``, with side vectors, and then ``B`` given them), then each
+        row from its Gaussian given the other side's rows, its ratings and its prior mean."""
         shift = 0.0 if self.vectors is None else self.vectors.shift
         mean, prior = _normal_wishart(own_table - shift, rng)
         if self.vectors is not None:
