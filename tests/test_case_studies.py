@@ -59,6 +59,7 @@ def test_every_model_predicts_the_same_test_ratings(world, runs):
     assert list(run.ndcg.columns) == [*run.predictions, STATIC_FLOOR]
     assert ((run.ndcg >= 0) & (run.ndcg <= 1)).all().all()
     table = run.table()
+    assert list(table.index) == [*run.predictions, STATIC_FLOOR, NOISE_FLOOR]
     assert table.loc[NOISE_FLOOR, "test RMSE"] == rmse(run.ratings, world.oracle_predict(test))
     assert table.loc[STATIC_FLOOR, "test RMSE"] == rmse(run.ratings, world.static_predict(test))
     assert (table.loc[NOISE_FLOOR, "test RMSE"] < table.loc[STATIC_FLOOR, "test RMSE"]

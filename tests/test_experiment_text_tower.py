@@ -65,6 +65,7 @@ def test_table_and_cost_describe_each_model(runs):
     assert table.loc["mf", "test RMSE"] == rmse(run.ratings, run.predictions["mf"])
     assert table.loc["noise floor", "test RMSE"] == rmse(run.ratings, run.oracle)
     assert table.loc["static floor", "test RMSE"] == rmse(run.ratings, run.static)
+    assert list(table.index) == [*run.predictions, "static floor", "noise floor"]
     # the static ranking is the static floor's NDCG; the noise floor ranks nothing
     assert table.loc["static floor", "NDCG@10"] == run.ndcg["static floor"].mean()
     assert np.isnan(table.loc["noise floor", "NDCG@10"])

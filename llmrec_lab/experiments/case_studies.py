@@ -101,7 +101,8 @@ class PartsComparison:
         if self.oracle is not None:
             rmses[STATIC_FLOOR] = rmse(self.ratings, self.static)
             rmses[NOISE_FLOOR] = rmse(self.ratings, self.oracle)
-        return pd.DataFrame({"test RMSE": pd.Series(rmses), "NDCG@10": self.ndcg.mean()})
+        return pd.DataFrame({"test RMSE": pd.Series(rmses), "NDCG@10": self.ndcg.mean()},
+                            index=list(rmses))  # the models' order, the floors last
 
     @property
     def parts(self) -> list[str]:

@@ -139,7 +139,8 @@ class TowerComparison:
         rmses = {**{name: rmse(self.ratings, p) for name, p in self.predictions.items()},
                  STATIC_FLOOR: rmse(self.ratings, self.static),
                  NOISE_FLOOR: rmse(self.ratings, self.oracle)}
-        return pd.DataFrame({"test RMSE": pd.Series(rmses), f"NDCG@{K}": self.ndcg.mean()})
+        return pd.DataFrame({"test RMSE": pd.Series(rmses), f"NDCG@{K}": self.ndcg.mean()},
+                            index=list(rmses))  # the models' order, the floors last
 
 
 def compare_towers(world: World, setting: str = "cold", seed: int = 0,
