@@ -275,10 +275,10 @@ class BayesianMF(RatingModel):
         tables = [0.1 * rng.standard_normal((n, self.n_factors))
                   for n in (len(self.users_), len(self.items_))]
         kept_at = set(np.linspace(self.burn_in, self.sweeps - 1, self.keep).round().astype(int))
-        self.samples_ = []
+        self.samples_, residual = [], r - self.mu_
         for sweep in range(self.sweeps):
             for side, (own, other) in zip(sides, ((0, 1), (1, 0))):
-                tables[own] = side.draw(tables[other], r - self.mu_, tables[own],
+                tables[own] = side.draw(tables[other], residual, tables[own],
                                         self.noise_sd ** -2, rng)
             if sweep in kept_at:  # each table with an all-zero row for unknown ids
                 self.samples_.append([np.vstack([t, np.zeros((1, self.n_factors))])
