@@ -300,13 +300,14 @@ def _fit_tower(items: pd.DataFrame, train: pd.DataFrame, method: str,
                      frozen_epochs=args.epochs if method == "frozen" else None)
 
 
-def _minus(truth: np.ndarray, tower: np.ndarray, other: np.ndarray) -> dict:
-    """The paired 95% interval of the tower's test RMSE minus another model's, as JSON."""
+def _minus(truth: np.ndarray, model: np.ndarray, other: np.ndarray, name: str) -> dict:
+    """The paired 95% interval of a model's test RMSE minus another model's, as JSON; the
+    verdict names the model ``name`` ("tower better")."""
     from llmrec_lab.stats import rmse_difference
 
-    iv = rmse_difference(truth, tower, other)
+    iv = rmse_difference(truth, model, other)
     return {"estimate": iv.estimate, "low": iv.low, "high": iv.high,
-            "verdict": iv.verdict.replace("A", "tower", 1)}
+            "verdict": iv.verdict.replace("A", name, 1)}
 
 
 def _finetune_tower(args: argparse.Namespace) -> dict:
@@ -335,7 +336,7 @@ def _finetune_tower(args: argparse.Namespace) -> dict:
               **{f"{m}_rmse": rmse(truth, run.predictions[m]) for m in ("mf", "biases")},
               "oracle_rmse": rmse(truth, run.oracle),
               "static_floor_rmse": rmse(truth, run.static),
-              **{f"minus_{m}": _minus(truth, run.predictions[name], run.predictions[m])
+              **{f"minus_{m}": _minus(truth, run.predictions[name], run.predictions[m], "tower")
                  for m in ("mf", "biases")},
               "ndcg@10": float(run.ndcg[name].mean()), "mf_ndcg@10": float(run.ndcg["mf"].mean()),
               "trainable": int(cost["trainable"]),
@@ -351,39 +352,50 @@ def _finetune_tower(args: argparse.Namespace) -> dict:
 
 
 def cmd_finetune(args: argparse.Namespace) -> dict:
-    """Fine-tune a PLM rater on a world with one method; report cost and accuracy. The tower
-    has a frozen method and the warm and cold settings, the cross-encoder neither."""
+    """Fine-tune a PLM rater on a world with one method; report cost and accuracy. Only the
+    tower has a frozen method."""
     if args.architecture == "tower":
         return _finetune_tower(args)
-    if args.method == "frozen" or args.setting is not None:
-        raise ValueError(f"{'--method frozen' if args.method == 'frozen' else '--setting'} "
-                         f"applies to --architecture tower only")
+    if args.method == "frozen":
+        raise ValueError("--method frozen applies to --architecture tower only")
     return _finetune_cross(args)
 
 
 def _finetune_cross(args: argparse.Namespace) -> dict:
-    """The cross-encoder rater, fine-tuned on a sample of (history, item) pairs of a world."""
+    """The cross-encoder rater, fine-tuned on a sample of (history, item) pairs of a world's
+    split (default warm); MF and the biases, fitted on every training rating of that split,
+    are scored on the rater's test pairs, so the differences are paired."""
     from llmrec_lab.world import make_world
     from llmrec_lab.experiments.cross_encoder import make_examples, run_method
     from llmrec_lab.metrics import rmse
+    from llmrec_lab.models.baselines import make_model
     from llmrec_lab.splits import split_for
 
-    settings = _finetune_settings(args)
+    settings, setting = _finetune_settings(args), args.setting or "warm"
     start = time.perf_counter()
     world = make_world(args.world, args.profile, seed=args.seed, **_parse_overrides(args.set))
-    examples = make_examples(*split_for(world.ratings, "warm", args.seed), world.items, settings,
-                             args.seed)
+    train, valid, test = split_for(world.ratings, setting, args.seed)
+    examples = make_examples(train, valid, test, world.items, settings, args.seed)
     result = run_method(args.method, examples, settings, args.encoder, args.seed)
-    del result["valid_predictions"], result["test_predictions"]  # per pair: for chapters
+    rows, truth, rater = examples.test_rows, examples.test[1], result.pop("test_predictions")
+    del result["valid_predictions"]  # per pair: for chapters
+    ids = {m: make_model(m, seed=args.seed).fit(train).predict(rows["user_id"].to_numpy(),
+                                                                 rows["item_id"].to_numpy())
+           for m in ("mf", "biases")}
     result.update(architecture="cross", world=args.world, profile=get_profile(args.profile).name,
-                  seed=args.seed,
-                  oracle_rmse=rmse(examples.test[1], world.oracle_predict(examples.test_rows)),
+                  seed=args.seed, setting=setting,
+                  **{f"{m}_rmse": rmse(truth, p) for m, p in ids.items()},
+                  **{f"minus_{m}": _minus(truth, rater, p, "rater") for m, p in ids.items()},
+                  oracle_rmse=rmse(truth, world.oracle_predict(rows)),
+                  static_floor_rmse=rmse(truth, world.static_predict(rows)),
                   seconds=round(time.perf_counter() - start, 2))
     if not args.json:
-        print(f"{args.method}: {result['trainable']:,} of {result['total']:,} parameters trained; "
-              f"{result['seconds_per_epoch']:.1f} s/epoch; RMSE train {result['train_rmse']:.3f}, "
-              f"valid {result['valid_rmse']:.3f}, test {result['test_rmse']:.3f} "
-              f"(noise floor {result['oracle_rmse']:.3f})")
+        print(f"{args.method} ({setting}): {result['trainable']:,} of {result['total']:,} "
+              f"parameters trained; {result['seconds_per_epoch']:.1f} s/epoch; RMSE train "
+              f"{result['train_rmse']:.3f}, valid {result['valid_rmse']:.3f}, test "
+              f"{result['test_rmse']:.3f}, MF {result['mf_rmse']:.3f} on the same "
+              f"{len(truth)} pairs (static floor {result['static_floor_rmse']:.3f}, noise floor "
+              f"{result['oracle_rmse']:.3f})")
     return result
 
 
@@ -464,10 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--method", choices=list(TOWERS), default="lora",
                     help="how the encoder is tuned; frozen: the tower only")
     ft.add_argument("--setting", choices=["warm", "cold"], default=None,
-                    help="tower only: warm: a random 70/10/20 split of the ratings; cold "
-                         "(default): 20%% of the items held out for test with all their ratings, "
-                         "10%% more for validation (fusion's splits; the validation part is left "
-                         "unused: the tower early-stops on 5%% of its training ratings)")
+                    help="warm: a random 70/10/20 split of the ratings (the cross-encoder's "
+                         "default); cold (the tower's default): 20%% of the items held out for "
+                         "test with all their ratings, 10%% more for validation")
     ft.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a world parameter, e.g. --set n_users=500 (repeatable)")
     ft.add_argument("--seed", type=SEED, default=0)

@@ -14,6 +14,9 @@ methods) goes through this module, so three rules hold everywhere:
   afterwards makes the write fail instead of vanishing.
 
 Markers hold no time stamps, so the same inputs give byte-identical folders.
+
+One reader lives here too: :func:`bench_records` finds the measurements that ``bench/`` scripts
+recorded in the repository, which the chapters print beside what they measure themselves.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from typing import BinaryIO
 
 CACHE_ENV = "LLMREC_CACHE_DIR"
 MARKER = ".llmrec-lab"
+BENCH_RESULTS = Path("bench", "results")
 NOT_OURS = "holds files llmrec-lab did not write; choose an empty or new folder"
 
 
@@ -38,6 +42,15 @@ class FolderNotOurs(ValueError):
     def __init__(self, folder: Path, why: str = NOT_OURS) -> None:
         super().__init__(f"{folder} {why}")
         self.folder = folder
+
+
+def bench_records(name: str) -> Path | None:
+    """``bench/results/<name>`` in the repository clone a notebook runs in (the working folder
+    or one above it), or None outside a clone: what ``bench/`` recorded ships with the
+    repository, not with the pip package, so a Colab session without a clone has none."""
+    here = Path.cwd()
+    return next((found for folder in (here, *here.parents)
+                 if (found := folder / BENCH_RESULTS / name).exists()), None)
 
 
 def cache_dir(*parts: str) -> Path:

@@ -244,7 +244,6 @@ def test_evaluate_tower_on_movielens_fixture(tiny_bert, own_cache, tmp_path, cap
      "--train sizes the cross-encoder's samples"),
     (["finetune", "--architecture", "tower", "--eval", "8"], "--eval sizes the cross-encoder's"),
     (["finetune", "--method", "frozen"], "--method frozen applies to --architecture tower only"),
-    (["finetune", "--setting", "warm"], "--setting applies to --architecture tower only"),
     (["finetune", "--architecture", "tower", "--setting", "lukewarm"], "invalid choice"),
     (["finetune", "--architecture", "tower", "--set", "n_items=0"], "n_items=0 is not allowed"),
 ])

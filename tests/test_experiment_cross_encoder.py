@@ -164,8 +164,35 @@ def test_cli_finetune_json(tiny_bert, capsys):
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
     assert result["method"] == "lora" and result["profile"] == "ci" and result["n_train"] == 16
-    assert 0 < result["trainable"] < result["total"]
+    assert result["setting"] == "warm" and 0 < result["trainable"] < result["total"]
     assert 0 < result["oracle_rmse"] < 1.5 and result["seconds"] > 0
+
+
+def test_cli_finetune_cross_pairs_mf_on_its_test_sample(tiny_bert, capsys):
+    """MF and the biases in the cross-encoder's JSON are scored on the rater's own test pairs
+    of the chosen split, and the interval is that of the paired differences."""
+    from llmrec_lab.world import make_world
+    from llmrec_lab.metrics import rmse
+    from llmrec_lab.models.baselines import make_model
+    from llmrec_lab.splits import split_for
+
+    code, out, _ = run(capsys, "finetune", "--method", "lora", "--profile", "ci", "--setting",
+                       "cold", "--seed", "1", "--train", "16", "--eval", "8", "--epochs", "1",
+                       "--encoder", tiny_bert, "--json")
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["setting"] == "cold" and result["n_test"] == 8
+    world = make_world("shop", "ci", seed=1)
+    train, valid, test = split_for(world.ratings, "cold", seed=1)
+    settings = FinetuneSettings.from_profile("ci", n_train=16, n_eval=8, epochs=1)
+    rows = make_examples(train, valid, test, world.items, settings, seed=1).test_rows
+    mf = make_model("mf", seed=1).fit(train).predict(rows["user_id"], rows["item_id"])
+    assert result["mf_rmse"] == rmse(rows["rating"], mf)
+    interval = result["minus_mf"]
+    assert interval["estimate"] == pytest.approx(result["test_rmse"] - result["mf_rmse"])
+    assert interval["low"] <= interval["estimate"] <= interval["high"]
+    assert interval["verdict"] in ("rater better", "rater worse", "undecided")
+    assert result["static_floor_rmse"] == rmse(rows["rating"], world.static_predict(rows))
 
 
 def test_cli_evaluate_plm_on_movielens_fixture(tiny_bert, tmp_path, capsys):

@@ -59,6 +59,36 @@ def test_fusion_joins_on_the_same_test_ratings(world, tiny_bert, own_cache):
                           fusion.predict(test["user_id"].to_numpy(), test["item_id"].to_numpy()))
 
 
+def test_cross_encoder_is_compared_on_its_own_test_sample(world, tiny_bert, own_cache):
+    """With ``cross``, the rater's test pairs are a sample of the split's test ratings; on that
+    sample every model's errors are the full run's at the same positions, so the pooled table
+    pairs them, and the rater's cost sits beside the towers'."""
+    from llmrec_lab.experiments.cross_encoder import FinetuneSettings
+
+    settings = FinetuneSettings(n_train=24, n_eval=10, epochs=1)
+    run = compare_towers(world, "cold", 1, methods=("frozen",), encoder=tiny_bert, cross="lora",
+                         cross_settings=settings)
+    assert "cross-lora" not in run.predictions  # it did not score every test rating
+    at = run.cross.positions
+    assert len(at) == len(run.cross.predictions) == 10 and len(set(at)) == 10
+    assert run.cross.n_train == 24
+    _, _, test = split_for(world.ratings, "cold", seed=1)
+    sample = run.on_cross_sample()
+    assert np.array_equal(sample.ratings, test["rating"].to_numpy()[at])
+    assert list(sample.predictions) == ["global-mean", "biases", "mf", "tower-frozen",
+                                        "cross-lora"]
+    assert np.array_equal(sample.predictions["mf"], run.predictions["mf"][at])
+    assert np.array_equal(sample.static, run.static[at])
+    table = pooled_table([sample])
+    assert table.loc["cross-lora", "test RMSE"] == rmse(sample.ratings, run.cross.predictions)
+    assert table["NDCG@10"].isna().all()  # the rater ranks no candidates
+    assert table.loc["cross-lora", "minus mf"].startswith(("+", "-"))
+    cost = run.cost.loc["cross-lora"]
+    assert 0 < cost["trainable in encoder"] < cost["trainable"] and cost["epochs"] == 1
+    with pytest.raises(ValueError, match="no cross-encoder"):
+        sample.on_cross_sample()
+
+
 def test_table_and_cost_describe_each_model(runs):
     run = runs[0]
     table = run.table()
@@ -106,6 +136,8 @@ def test_runs_ndcg_difference_is_negative_when_the_first_ranks_better(runs):
 def test_bad_methods_are_named(world, tiny_bert):
     with pytest.raises(ValueError, match="methods=\\['bitfit'\\]"):
         compare_towers(world, methods=("bitfit",), encoder=tiny_bert)
+    with pytest.raises(ValueError, match="cross='frozen'"):
+        compare_towers(world, cross="frozen", encoder=tiny_bert)
     with pytest.raises(ValueError, match="unknown tuning method 'frozen'"):
         tune_tower(world.items, pd.DataFrame(), None, "frozen", 1)
 

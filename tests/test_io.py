@@ -36,6 +36,17 @@ def test_cache_dir_follows_the_environment_and_expands_home(monkeypatch, tmp_pat
     assert not (tmp_path / "embeddings").exists()  # asking creates nothing
 
 
+def test_bench_records_are_found_from_the_root_or_below_it(monkeypatch, tmp_path):
+    record = tmp_path / "bench" / "results" / "run.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    (tmp_path / "notebooks").mkdir()
+    for where in (tmp_path, tmp_path / "notebooks"):
+        monkeypatch.chdir(where)
+        assert io.bench_records("run.json") == record
+        assert io.bench_records("other.json") is None
+
+
 def test_atomic_write_replaces_whole_and_a_failure_keeps_the_old_file(tmp_path):
     path = atomic_write(tmp_path / "sub" / "a.bin", b"old")
     assert path.read_bytes() == b"old"

@@ -152,6 +152,26 @@ def test_early_stopping_keeps_the_best_epoch(data, tiny_bert, tmp_path):
     assert model._rmse_on(valid) == pytest.approx(min(curve))
 
 
+def test_the_kept_epochs_tables_are_those_of_its_weights(data, tiny_bert, tmp_path):
+    """Training ends on the best epoch's weights and reuses that epoch's exported tables
+    instead of encoding the catalogue again: a fresh export of the kept weights gives the same
+    tables, for an early epoch kept (not the last one trained) and for a tuned encoder."""
+    from llmrec_lab.models.tower import EXPORTED
+
+    texts, ratings = data
+    for method, kw in (("frozen", dict(epochs=8, lr_embeddings=5e-2, reg=0.0, factors=16)),
+                       ("lora", dict(epochs=2))):
+        model = TextTowerRater(texts, config(tiny_bert, tmp_path, method=method, valid_frac=0.2,
+                                             patience=2, **kw)).fit(ratings)
+        kept = {name: getattr(model, name) for name in EXPORTED}
+        if method == "frozen":
+            curve = [h["valid_rmse"] for h in model.history_]
+            assert np.argmin(curve) < len(curve) - 1  # an earlier epoch than the last was kept
+        model._export()
+        for name in EXPORTED:
+            np.testing.assert_array_equal(getattr(model, name), kept[name], err_msg=name)
+
+
 @pytest.mark.parametrize("field, value", [
     ("method", "bitfit"), ("factors", 0), ("epochs", 0), ("items_per_step", 0),
     ("hidden", -1), ("lr_head", 0.0), ("lr_encoder", -1e-3), ("lr_embeddings", None),

@@ -8,7 +8,8 @@ fine-tunes a fresh :class:`~llmrec_lab.models.plm_rater.PLMRater` with one metho
 :mod:`llmrec_lab.models.tuning_methods` and returns a plain dict of what it cost and what it
 achieved:
 
-- ``trainable`` / ``total`` parameters, and ``state_bytes``: the bytes of the training state,
+- ``trainable`` / ``total`` parameters (``trainable_encoder``: those outside the head), and
+  ``state_bytes``: the bytes of the training state,
   counted exactly from the tensors by :func:`llmrec_lab.optimizer.state_bytes` (every parameter in
   fp32, plus a gradient and AdamW's two moment buffers for each trainable one). Activations are
   not in it: they depend on batch and sequence length, not on the method, because every method
@@ -176,6 +177,8 @@ def run_method(method: str, examples: Examples, settings: FinetuneSettings | Non
                             total_step=steps_per_epoch * settings.epochs)
     apply_method(model, method, method_config)
     trainable, total = trainable_parameters(model)
+    in_encoder = sum(p.numel() for name, p in model.named_parameters()
+                     if p.requires_grad and name.startswith("encoder."))
     data = {name: _dataset(model.tokenizer, getattr(examples, name), settings.max_length,
                            side[name]) for name in SPLITS}
     lr = settings.lr or LEARNING_RATES[method]
@@ -193,7 +196,8 @@ def run_method(method: str, examples: Examples, settings: FinetuneSettings | Non
     predictions = {**curve.kept, "test": trainer.predict(data["test"])}
     scores = {name: _scores(data[name].labels.numpy(), predictions[name])
               for name in SPLITS[1:]}
-    return {"method": method, "lr": lr, "trainable": trainable, "total": total,
+    return {"method": method, "lr": lr, "trainable": trainable, "trainable_encoder": in_encoder,
+            "total": total,
             "trainable_share": trainable / total, "n_features": model.n_features,
             "state_bytes": state_bytes(model),
             "seconds_per_epoch": train_seconds / settings.epochs,

@@ -11,6 +11,12 @@ a tuned tower starts from the fitted frozen one (both through ``TextTowerRater.f
 Both stop early on the split's validation ratings. On the cold split those are ratings of
 items that are neither in training nor in test, so a tuned epoch is kept only when it reads
 unseen items' texts better than the frozen encoder does, which is what tuning is for.
+
+The cross-encoder rater of :mod:`~llmrec_lab.experiments.cross_encoder` can join a comparison
+(``cross=<method>``). It pays one encoder pass per rating, so it learns from a sample of the
+training ratings and is scored on a sample of the test ratings;
+:meth:`TowerComparison.on_cross_sample` puts every model on that sample, so its intervals are
+paired like the others'.
 """
 from __future__ import annotations
 
@@ -24,13 +30,14 @@ import pandas as pd
 from llmrec_lab.splits import random_split, split_for
 from llmrec_lab.world import World
 from llmrec_lab.encoders.text import TextEncoder
+from llmrec_lab.experiments.cross_encoder import FinetuneSettings, make_examples, run_method
 from llmrec_lab.evaluation import NOISE_FLOOR, STATIC_FLOOR, ndcg_per_user
 from llmrec_lab.metrics import rmse
 from llmrec_lab.models.baselines import (BayesianMF, MatrixFactorization, RatingModel,
                                          make_model)
 from llmrec_lab.models.fusion import FusionRater, world_item_features
 from llmrec_lab.models.tower import TOWER_METHODS, TextTowerRater, TowerConfig
-from llmrec_lab.models.tuning_methods import LEARNING_RATES
+from llmrec_lab.models.tuning_methods import LEARNING_RATES, METHODS
 from llmrec_lab.optimizer import state_bytes
 from llmrec_lab.stats import compare_rmse
 
@@ -118,6 +125,16 @@ def fit_tower(items: pd.DataFrame, ratings: pd.DataFrame, method: str, epochs: i
 
 
 @dataclass(frozen=True)
+class CrossSample:
+    """The cross-encoder rater's part of one comparison: its test pairs and predictions."""
+
+    name: str  # "cross-<method>"
+    positions: np.ndarray  # its test pairs, as positions in the comparison's test ratings
+    predictions: np.ndarray  # its clipped predictions of those ratings
+    n_train: int  # the training ratings it read, one (history, item) pair each
+
+
+@dataclass(frozen=True)
 class TowerComparison:
     """One seed's comparison on one split, every array aligned on the same test ratings."""
 
@@ -133,6 +150,7 @@ class TowerComparison:
     ndcg: pd.DataFrame  # NDCG@K per user (rows) and model (columns, and the static floor)
     cost: pd.DataFrame  # per text tower: what its training cost
     probe: pd.Series  # per text tower: correlation of c_i with true quality on the test items
+    cross: CrossSample | None = None  # the cross-encoder rater, when it took part
 
     def table(self) -> pd.DataFrame:
         """Test RMSE and mean NDCG@K per model, then the static and the noise floor."""
@@ -142,15 +160,33 @@ class TowerComparison:
         return pd.DataFrame({"test RMSE": pd.Series(rmses), f"NDCG@{K}": self.ndcg.mean()},
                             index=list(rmses))  # the models' order, the floors last
 
+    def on_cross_sample(self) -> TowerComparison:
+        """This comparison on the cross-encoder's test sample, with the cross-encoder as its
+        last model: every model's errors on the same ratings, so :func:`pooled_table` pairs
+        them. NDCG is left out: ranking a user's candidates would cost the cross-encoder one
+        encoder pass per candidate."""
+        if self.cross is None:
+            raise ValueError("this comparison has no cross-encoder; pass cross=<method> to "
+                             "compare_towers")
+        at = self.cross.positions
+        return replace(self, ratings=self.ratings[at], oracle=self.oracle[at],
+                       static=self.static[at], ndcg=self.ndcg.iloc[:, :0], cross=None,
+                       predictions={**{name: p[at] for name, p in self.predictions.items()},
+                                    self.cross.name: self.cross.predictions})
+
 
 def compare_towers(world: World, setting: str = "cold", seed: int = 0,
                    methods: Sequence[str] = ("frozen", "lora"), epochs: int = 2,
                    encoder: str | None = None, train_size: int | None = None,
-                   frozen_epochs: int | None = None, fusion: bool = False) -> TowerComparison:
+                   frozen_epochs: int | None = None, fusion: bool = False,
+                   cross: str | None = None,
+                   cross_settings: FinetuneSettings | None = None) -> TowerComparison:
     """Global mean, biases, MF and a text tower per method of ``methods`` ("frozen" or a
     tuning method), all fitted on the ``setting`` split of ``world``
     (:func:`~llmrec_lab.splits.split_for`) drawn with ``seed``; with ``fusion``, also the
-    fusion model of text and ID (:func:`fit_fusion`).
+    fusion model of text and ID (:func:`fit_fusion`); with ``cross``, a method of
+    :data:`~llmrec_lab.models.tuning_methods.METHODS`, also the cross-encoder rater tuned with
+    it on ``cross_settings``' samples of the split (:func:`fit_cross`).
 
     ``train_size`` keeps that many of the training ratings, drawn with ``seed`` (for learning
     curves: a smaller size keeps a subset of a larger one's ratings, and the validation and
@@ -163,6 +199,8 @@ def compare_towers(world: World, setting: str = "cold", seed: int = 0,
     unknown = [m for m in methods if m not in TOWER_METHODS]
     if unknown or not methods:
         raise ValueError(f"methods={list(methods)!r}: choose from {', '.join(TOWER_METHODS)}")
+    if cross is not None and cross not in METHODS:
+        raise ValueError(f"cross={cross!r}: choose from {', '.join(METHODS)}")
     train, valid, test = split_for(world.ratings, setting, seed)
     if train_size is not None:
         if not 0 < train_size <= len(train):
@@ -186,6 +224,10 @@ def compare_towers(world: World, setting: str = "cold", seed: int = 0,
         models["tower-frozen"] = frozen
     if fusion:
         models["fusion"] = fit_fusion(world, train, valid, seed, encoder)
+    sample = None
+    if cross is not None:
+        sample, costs[f"cross-{cross}"] = fit_cross(world.items, train, valid, test, cross,
+                                                    cross_settings, seed, encoder)
     users, items = test["user_id"].to_numpy(), test["item_id"].to_numpy()
     towers = {name: m for name, m in models.items() if name.startswith("tower-")}
     return TowerComparison(
@@ -196,9 +238,30 @@ def compare_towers(world: World, setting: str = "cold", seed: int = 0,
         world.static_predict(test),
         ndcg_per_user(models, train, test, world.items["item_id"].to_numpy(), setting == "cold",
                       seed, K, truth=world.truth),
-        pd.DataFrame.from_dict({k: v for k, v in costs.items() if k in models}, orient="index"),
+        pd.DataFrame.from_dict({k: v for k, v in costs.items()
+                                if k in models or k.startswith("cross-")}, orient="index"),
         pd.Series({name: quality_probe(t, world, np.unique(items))
-                   for name, t in towers.items()}, dtype=float))
+                   for name, t in towers.items()}, dtype=float),
+        sample)
+
+
+def fit_cross(items: pd.DataFrame, train: pd.DataFrame, valid: pd.DataFrame,
+              test: pd.DataFrame, method: str, settings: FinetuneSettings | None = None,
+              seed: int = 0, encoder: str | None = None) -> tuple[CrossSample, dict]:
+    """The cross-encoder rater tuned with ``method`` on a sample of ``train`` (validated on a
+    sample of ``valid``) and scored on a sample of ``test`` (``settings``' sizes); returns its
+    :class:`CrossSample` and its cost, in the columns of the towers' cost."""
+    settings = settings or FinetuneSettings()
+    examples = make_examples(train, valid, test, items, settings, seed)
+    start = time.perf_counter()
+    result = run_method(method, examples, settings, encoder, seed)
+    positions = test.index.get_indexer(examples.test_rows.index)
+    cost = {"trainable": result["trainable"], "trainable in encoder": result["trainable_encoder"],
+            "seconds": time.perf_counter() - start, "epochs": settings.epochs,
+            "items / s": result["n_train"] / result["seconds_per_epoch"],
+            "state MB": result["state_bytes"] / 2 ** 20}
+    return CrossSample(f"cross-{method}", positions, result["test_predictions"],
+                       result["n_train"]), cost
 
 
 def quality_probe(tower: TextTowerRater, world: World, item_ids: np.ndarray) -> float:
