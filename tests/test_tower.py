@@ -152,24 +152,32 @@ def test_early_stopping_keeps_the_best_epoch(data, tiny_bert, tmp_path):
     assert model._rmse_on(valid) == pytest.approx(min(curve))
 
 
-def test_the_kept_epochs_tables_are_those_of_its_weights(data, tiny_bert, tmp_path):
-    """Training ends on the best epoch's weights and reuses that epoch's exported tables
-    instead of encoding the catalogue again: a fresh export of the kept weights gives the same
-    tables, for an early epoch kept (not the last one trained) and for a tuned encoder."""
-    from llmrec_lab.models.tower import EXPORTED
+def test_epochs_encode_only_the_validation_items_and_the_kept_weights_the_catalogue(
+        data, tiny_bert, tmp_path, monkeypatch):
+    """Validating an epoch encodes the validation items' texts only; the catalogue is encoded
+    once, at the end, with the kept weights: its tables are a fresh export's, with no NaN."""
+    from llmrec_lab.models.tower import TunedText
 
     texts, ratings = data
-    for method, kw in (("frozen", dict(epochs=8, lr_embeddings=5e-2, reg=0.0, factors=16)),
-                       ("lora", dict(epochs=2))):
-        model = TextTowerRater(texts, config(tiny_bert, tmp_path, method=method, valid_frac=0.2,
-                                             patience=2, **kw)).fit(ratings)
-        kept = {name: getattr(model, name) for name in EXPORTED}
-        if method == "frozen":
-            curve = [h["valid_rmse"] for h in model.history_]
-            assert np.argmin(curve) < len(curve) - 1  # an earlier epoch than the last was kept
-        model._export()
-        for name in EXPORTED:
-            np.testing.assert_array_equal(getattr(model, name), kept[name], err_msg=name)
+    encoded, embed = [], TunedText.embed  # rows per encoder pass in eval mode
+
+    def counted(self, rows):
+        if not self.training:
+            encoded.append(len(rows))
+        return embed(self, rows)
+
+    monkeypatch.setattr(TunedText, "embed", counted)
+    model = TextTowerRater(texts, config(tiny_bert, tmp_path, method="lora", epochs=2,
+                                         valid_frac=0.2)).fit(ratings)
+    _, valid = random_split(ratings, test_frac=0.2, seed=0)
+    n_valid = valid["item_id"].nunique()
+    assert n_valid < len(texts)
+    assert sum(encoded) == 2 * n_valid + len(texts)
+    tables = {name: getattr(model, name) for name in ("bu_", "P_", "bi_", "Q_", "cb_", "V_")}
+    assert not any(np.isnan(t).any() for t in tables.values())
+    model._export()
+    for name, table in tables.items():
+        np.testing.assert_array_equal(getattr(model, name), table, err_msg=name)
 
 
 @pytest.mark.parametrize("field, value", [

@@ -70,11 +70,12 @@ def build_examples(ratings: pd.DataFrame, items: pd.DataFrame, max_history: int,
     context = ratings if context is None else context
     texts = _item_texts(items)
     ordered = context.sort_values(["user_id", "timestamp"], kind="stable")
-    by_user = {
-        user: (g["timestamp"].to_numpy(), list(zip(_text_of(texts, g["item_id"].to_numpy()),
-                                                   g["rating"].astype(float))))
-        for user, g in ordered.groupby("user_id", sort=False)
-    }
+    rated = list(zip(_text_of(texts, ordered["item_id"].to_numpy()),  # one lookup for all
+                     ordered["rating"].astype(float)))
+    users, stamps = ordered["user_id"].to_numpy(), ordered["timestamp"].to_numpy()
+    cuts = np.flatnonzero(users[1:] != users[:-1]) + 1  # where each user's run of rows starts
+    by_user = {users[a]: (stamps[a:b], rated[a:b])
+               for a, b in zip([0, *cuts], [*cuts, len(users)]) if b > a}
     candidates = _text_of(texts, ratings["item_id"].to_numpy())
     pairs = []
     for user, ts, candidate in zip(ratings["user_id"], ratings["timestamp"], candidates):

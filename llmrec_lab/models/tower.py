@@ -53,7 +53,6 @@ from llmrec_lab.models.tuning_methods import (LEARNING_RATES, METHODS, MethodCon
 
 TOWER_METHODS = ("frozen",) + METHODS
 INIT_STD = 0.1  # of the user and item ID vectors, as in MatrixFactorization
-EXPORTED = ("bu_", "P_", "bi_", "Q_", "cb_", "V_")  # the NumPy tables _export sets for predict
 
 
 @dataclass(frozen=True)
@@ -341,10 +340,11 @@ class TextTowerRater(RatingModel):
         optimizer, step = self._optimizer(), 0
         self.warm_ = counts > 0
         self.history_, best, best_epoch, kept = [], np.inf, 0, None
+        checked = None if valid is None else self._catalogue_rows(valid["item_id"])
         if score_start and valid is not None:
-            self._export()
+            self._export(checked)
             best = self._rmse_on(valid)
-            kept = self._snapshot()
+            kept = {k: v.detach().clone() for k, v in net.state_dict().items()}
             self.history_.append(dict(epoch=0, train_rmse=None, seconds=0.0, valid_rmse=best))
         for epoch in range(1, c.epochs + 1):
             start, sq_err = time.perf_counter(), 0.0
@@ -355,29 +355,21 @@ class TextTowerRater(RatingModel):
                 positions = np.concatenate([by_item[starts[k]:starts[k + 1]] for k in rows])
                 sq_err += self._step(optimizer, rows, positions, data, rng, step)
                 step += 1
-            seconds = time.perf_counter() - start
-            self._export()
-            record = dict(epoch=epoch, train_rmse=(sq_err / len(r)) ** 0.5, seconds=seconds,
-                          valid_rmse=None if valid is None else self._rmse_on(valid))
+            record = dict(epoch=epoch, train_rmse=(sq_err / len(r)) ** 0.5,
+                          seconds=time.perf_counter() - start, valid_rmse=None)
             self.history_.append(record)
             if valid is None:
                 continue
+            self._export(checked)
+            record["valid_rmse"] = self._rmse_on(valid)
             if record["valid_rmse"] < best:
                 best, best_epoch = record["valid_rmse"], epoch
-                kept = self._snapshot()
+                kept = {k: v.detach().clone() for k, v in net.state_dict().items()}
             elif epoch - best_epoch >= c.patience:
                 break
         if kept is not None:
-            state, exported = kept
-            net.load_state_dict(state)
-            vars(self).update(exported)  # that epoch's export: no second pass of the encoder
-
-    def _snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]:
-        """The weights and the exported tables of the epoch just validated. Keeping the tables
-        saves a pass of the encoder over the catalogue when training ends, which for a tuned
-        encoder costs about as much as half an epoch on the cpu world."""
-        state = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
-        return state, {name: getattr(self, name) for name in EXPORTED}
+            net.load_state_dict(kept)
+        self._export()  # the kept weights, over the whole catalogue: once per fit
 
     def _step(self, optimizer: torch.optim.Optimizer, rows: np.ndarray, positions: np.ndarray,
               data: list[torch.Tensor], rng: np.random.Generator, step: int) -> float:
@@ -407,15 +399,28 @@ class TextTowerRater(RatingModel):
         method_step_hook(net.text, step)
         return float((err.detach() ** 2).sum())
 
+    def _catalogue_rows(self, item_ids: pd.Series) -> np.ndarray:
+        """The catalogue rows of the distinct known ids among ``item_ids``."""
+        rows = self.items_.get_indexer(pd.unique(np.asarray(item_ids)))
+        return np.sort(rows[rows >= 0])
+
     @torch.no_grad()
-    def _export(self, chunk: int = 256) -> None:
-        """Copy the parameters to NumPy for :meth:`predict`: one encoder pass over the catalogue
-        for the content terms; cold items get zero ID terms; unknown ids the extra zero row."""
+    def _export(self, rows: np.ndarray | None = None, chunk: int = 256) -> None:
+        """Copy the parameters to NumPy for :meth:`predict`: one encoder pass over the texts of
+        the catalogue ``rows`` (None: all) for the content terms, NaN for the other rows; cold
+        items get zero ID terms; unknown ids the extra zero row.
+
+        Validating an epoch needs the content of the validation items only. On the cold split
+        that is a tenth of the catalogue, and encoding all of it after every epoch would cost a
+        tuned tower about as much as its training does."""
         net = self.net_
         was_training = net.training
         net.eval()
-        rows = torch.arange(len(self.items_), device=net.mu.device)
-        content = torch.cat([net.text(part) for part in rows.split(chunk)]).double().cpu()
+        wanted = torch.arange(len(self.items_)) if rows is None else torch.as_tensor(rows)
+        content = torch.full((len(self.items_), 1 + self.config.factors), torch.nan,
+                             dtype=torch.float64)
+        content[wanted] = torch.cat([net.text(part.to(net.mu.device))
+                                     for part in wanted.split(chunk)]).double().cpu()
         net.train(was_training)
 
         def table(t: torch.Tensor) -> np.ndarray:
